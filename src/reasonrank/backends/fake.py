@@ -1,0 +1,65 @@
+"""A deterministic, model-free backend for dry runs, tests and CPU-side benchmarks.
+
+It reads the passages back from the rendered prompt and answers in the reasoning format, ranking
+them by a fixed strategy: "overlap" (query term overlap, a tiny lexical reranker), "reverse" or
+"identity". `latency` simulates generation time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from reasonrank.backends.base import Backend, Generation, Prompt, SamplingParams
+from reasonrank.config import RerankConfig
+from reasonrank.errors import ConfigError
+
+_PASSAGE = re.compile(r"^\[(\d+)\] (.*)$", re.MULTILINE)
+_QUERY = re.compile(r"^Search Query: (.*)\.$", re.MULTILINE)
+_WORD = re.compile(r"\w+")
+STRATEGIES = ("overlap", "reverse", "identity")
+
+
+class FakeBackend(Backend):
+    name = "fake"
+
+    def __init__(self, tokenizer: Any = None, strategy: str = "overlap", latency: float = 0.0):
+        if strategy not in STRATEGIES:
+            raise ConfigError(f"fake strategy must be one of {STRATEGIES}, got {strategy!r}")
+        self._tokenizer = tokenizer
+        self.strategy = strategy
+        self.latency = latency
+        self.calls = 0
+
+    @classmethod
+    def from_config(cls, config: RerankConfig) -> FakeBackend:
+        from reasonrank.backends.base import load_tokenizer
+
+        return cls(load_tokenizer(config.tokenizer_name))
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    def answer(self, prompt_text: str) -> str:
+        """The response this backend gives to a rendered prompt."""
+        passages = [(int(i), text) for i, text in _PASSAGE.findall(prompt_text)]
+        ids = [i for i, _ in passages]
+        if self.strategy == "reverse":
+            ids.reverse()
+        elif self.strategy == "overlap":
+            match = _QUERY.search(prompt_text)
+            terms = set(_WORD.findall(match.group(1).lower())) if match else set()
+            score = {i: len(terms & set(_WORD.findall(t.lower()))) for i, t in passages}
+            ids.sort(key=lambda i: -score[i])  # stable: ties keep the window order
+        ranking = " > ".join(f"[{i}]" for i in ids)
+        reasoning = f"ranked {len(ids)} passages by {self.strategy}"
+        return f"<think>{reasoning}</think> <answer>{ranking}</answer>"
+
+    async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
+        self.calls += 1
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        text = self.answer(prompt.text)
+        return Generation(text, None, len(text) // 4, "stop")

@@ -1,0 +1,129 @@
+"""The `reasonrank` command line: rerank, prompt, parse, demo.
+
+Reranking flags are generated from `RerankConfig`, so the CLI, the Python API and the server
+share one definition of every option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from reasonrank.config import RerankConfig
+from reasonrank.errors import ReasonRankError
+
+log = logging.getLogger("reasonrank")
+
+_TYPES: dict[str, Any] = {"int": int, "float": float, "str": str}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, groups: Sequence[str]) -> None:
+    """Add a flag for every `RerankConfig` field of `groups` (`window_size` -> `--window-size`).
+
+    Flags default to "not given", so an omitted flag keeps the config's own default.
+    """
+    by_group: dict[str, argparse._ArgumentGroup] = {}
+    for f in dataclasses.fields(RerankConfig):
+        group = f.metadata.get("group", "rerank")
+        if group not in groups:
+            continue
+        if group not in by_group:
+            by_group[group] = parser.add_argument_group(f"{group} options")
+        flag = "--" + f.name.replace("_", "-")
+        kind = str(f.type).replace(" | None", "")
+        kwargs: dict[str, Any] = {
+            "dest": f.name, "default": argparse.SUPPRESS,
+            "help": f"{f.metadata['help']} (default: {f.default})",
+        }
+        if kind == "bool":
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = _TYPES[kind]
+            if f.metadata.get("choices"):
+                kwargs["choices"] = f.metadata["choices"]
+            kwargs["metavar"] = f.name.upper()
+        by_group[group].add_argument(flag, **kwargs)
+
+
+def config_from_args(args: argparse.Namespace, **overrides: Any) -> RerankConfig:
+    names = {f.name for f in dataclasses.fields(RerankConfig)}
+    options = {k: v for k, v in vars(args).items() if k in names}
+    options.update(overrides)
+    return RerankConfig.from_options(**options)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from reasonrank import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="reasonrank", description="Reasoning-intensive listwise passage reranking."
+    )
+    parser.add_argument("--version", action="version", version=f"reasonrank {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rr = sub.add_parser("rerank", help="rerank a first-stage run into a TREC run and traces")
+    src = rr.add_argument_group("input (a request file, or a run with its corpus and queries)")
+    src.add_argument("--requests", help="RankGPT/rank_llm request file (JSON or JSONL)")
+    src.add_argument("--run", help="first-stage run (TREC, or {qid: {docid: score}} JSON)")
+    src.add_argument("--corpus", help="corpus JSONL (_id/id/docid, title, text/contents)")
+    src.add_argument("--queries", help="queries TSV (qid<TAB>text) or JSONL")
+    out = rr.add_argument_group("output")
+    out.add_argument("--output", required=True, help="reranked TREC run to write")
+    out.add_argument("--traces", help="JSONL traces, one line per query "
+                     "(default: OUTPUT.traces.jsonl)")
+    out.add_argument("--tag", default="reasonrank", help="run tag of the TREC run")
+    out.add_argument("--resume", action="store_true", help="skip queries already written")
+    out.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    add_config_arguments(rr, ("rerank", "hf", "openai", "vllm"))
+
+    pr = sub.add_parser("prompt", help="print the rendered prompt of one window")
+    pr.add_argument("--query", required=True)
+    pr.add_argument("--passages", required=True, help="JSONL with docid, text, optional title")
+    pr.add_argument("--tokenizer", required=True, help="tokenizer id or path")
+    pr.add_argument("--max-passage-tokens", type=int, default=None,
+                    help="truncate passages to N tokens (default 512)")
+    pr.add_argument("--template", default="reasoning", help="prompt template")
+
+    pa = sub.add_parser("parse", help="parse one model output (stdin) into a permutation")
+    pa.add_argument("--num", type=int, required=True, help="passages in the window")
+    pa.add_argument("--policy", default="reproduce", choices=("reproduce", "strict"))
+
+    de = sub.add_parser("demo", help="rerank the shipped sample offline and score it")
+    de.add_argument("--model", default=None, help="model (default: SmolLM2-135M-Instruct GGUF)")
+    de.add_argument("--backend", default="hf", help="backend (default: hf)")
+    de.add_argument("--max-new-tokens", type=int, default=160, help="new tokens per window")
+    de.add_argument("--output", default=None, help="also write the TREC run here")
+    de.add_argument("-q", "--quiet", action="store_true", help="print only the scores")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    from reasonrank import commands
+
+    try:
+        return getattr(commands, f"cmd_{args.command}")(args)
+    except ReasonRankError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; completed queries are saved (rerun with --resume)", file=sys.stderr)
+        return 130
+
+
+def print_json(obj: object) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Implementations of the CLI commands (rich output lives here, not in the library)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from reasonrank.cli import config_from_args, print_json
+from reasonrank.errors import InputFormatError
+from reasonrank.runner import RunSummary, rerank_to_files
+from reasonrank.types import ParseStatus
+
+err = Console(stderr=True)
+
+
+def cmd_rerank(args: argparse.Namespace) -> int:
+    from reasonrank.io import load_requests
+    from reasonrank.reranker import Reranker
+
+    config = config_from_args(args)
+    requests = load_requests(requests=args.requests, run=args.run, corpus=args.corpus,
+                             queries=args.queries, top_k=None)
+    traces = args.traces or f"{args.output}.traces.jsonl"
+    reranker = Reranker(config=config)
+    try:
+        with _progress(args.quiet) as progress:
+            task = progress.add_task("reranking", total=len(requests))
+            summary = rerank_to_files(
+                reranker, requests, args.output, traces, resume=args.resume, tag=args.tag,
+                on_result=lambda _r: progress.advance(task),
+            )
+            progress.update(task, completed=len(requests))
+    finally:
+        reranker.close()
+    if not args.quiet:
+        _print_summary(summary, args.output, traces)
+    return 0
+
+
+def cmd_prompt(args: argparse.Namespace) -> int:
+    from reasonrank.backends.base import load_tokenizer
+    from reasonrank.config import DEFAULT_PASSAGE_TOKENS
+    from reasonrank.io.readers import read_corpus
+    from reasonrank.prompts import PromptBuilder
+    from reasonrank.types import Candidate, Query, Request
+
+    docs = read_corpus(args.passages)
+    request = Request(Query(args.query), [Candidate(d, doc.text, 0.0, doc.title)
+                                          for d, doc in docs.items()])
+    builder = PromptBuilder(load_tokenizer(args.tokenizer), args.template,
+                            args.max_passage_tokens or DEFAULT_PASSAGE_TOKENS)
+    sys.stdout.write(builder.render_request(request).text)
+    return 0
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
+    from reasonrank.parsing import parse_ranking
+
+    if args.num < 0:
+        raise InputFormatError("--num", None, "must be >= 0")
+    parsed = parse_ranking(sys.stdin.read(), args.num, args.policy)
+    print_json({"order": parsed.order, "status": parsed.status.value})
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from reasonrank import demo
+    from reasonrank.config import RerankConfig
+    from reasonrank.io import write_trec
+    from reasonrank.reranker import Reranker
+
+    model = args.model
+    if model is None:
+        from reasonrank.offline import smollm2_gguf_path
+
+        model = str(smollm2_gguf_path())
+    requests, qrels = demo.load_sample()
+    console = Console()
+    if not args.quiet:
+        err.print(f"[bold]reasonrank demo[/]: {len(requests)} queries x 20 passages, "
+                  f"model {Path(model).name}, backend {args.backend}")
+        err.print("Loading the model (a tiny CPU model: it shows the mechanics, not quality)...")
+    config = RerankConfig(model=model, backend=args.backend, max_new_tokens=args.max_new_tokens,
+                          batch_size=len(requests), concurrency=len(requests))
+    with Reranker(config=config) as reranker, _progress(args.quiet) as progress:
+        task = progress.add_task("reranking", total=len(requests))
+        results = []
+        for _, result in reranker.rerank_iter(requests):
+            results.append(result)
+            progress.advance(task)
+    results.sort(key=lambda r: [q.query.qid for q in requests].index(r.query.qid))
+    rows = demo.score(results, requests, qrels)
+    if args.output:
+        write_trec(results, args.output)
+    if not args.quiet:
+        for res in results:
+            judged = qrels.get(res.query.qid, {})
+            top = "  ".join(
+                f"{d.first_stage_rank}{'*' * judged.get(d.docid, 0)}" for d in res.docs[:10]
+            )
+            statuses = ", ".join(w.status.value for w in res.windows)
+            console.print(f"[bold]{res.query.qid}[/] {res.query.text}")
+            console.print(f"  new top-10 (first-stage ranks, * = relevance): {top}")
+            console.print(f"  windows: {statuses}")
+            console.print(f"  answer: {json.dumps(res.windows[-1].output[-160:])}")
+    table = Table(title="NDCG@10 (x100)")
+    for col in ("query", "first stage", "reranked"):
+        table.add_column(col, justify="right" if col != "query" else "left")
+    for row in rows:
+        table.add_row(row.qid, f"{100 * row.first_stage:.2f}", f"{100 * row.reranked:.2f}")
+    n = len(rows)
+    before = 100 * sum(r.first_stage for r in rows) / n
+    after = 100 * sum(r.reranked for r in rows) / n
+    table.add_row("mean", f"{before:.2f}", f"{after:.2f}", style="bold")
+    console.print(table)
+    statuses = {s.value: 0 for s in ParseStatus}
+    for res in results:
+        for w in res.windows:
+            statuses[w.status.value] += 1
+    console.print("parse statuses: " + ", ".join(f"{k}={v}" for k, v in statuses.items() if v))
+    return 0
+
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=err, disable=quiet, transient=False,
+    )
+
+
+def _print_summary(s: RunSummary, output: str, traces: str) -> None:
+    table = Table(title="reasonrank rerank", show_header=False)
+    table.add_row("queries reranked", str(s.queries))
+    if s.skipped:
+        table.add_row("queries already done (resume)", str(s.skipped))
+    table.add_row("windows", str(s.windows))
+    table.add_row("prompt tokens", f"{s.prompt_tokens:,}")
+    table.add_row("output tokens", f"{s.output_tokens:,}")
+    table.add_row("parse statuses", ", ".join(f"{k}={v}" for k, v in sorted(s.statuses.items())))
+    table.add_row("wall time", f"{s.wall_s:.1f} s")
+    table.add_row("seconds per query", f"{s.seconds_per_query:.2f}")
+    table.add_row("run", output)
+    table.add_row("traces", traces)
+    err.print(table)

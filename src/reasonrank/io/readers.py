@@ -1,0 +1,610 @@
+"""Readers of first-stage runs, corpora, queries, request files and qrels.
+
+Every reader takes a path; `.gz` files (any gzip data, in fact) are decompressed
+transparently. Lines are split on `\\n` only. A malformed input raises `InputFormatError`
+naming the file and the line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing
+from typing import Any, NamedTuple
+
+from reasonrank.errors import ConfigError, InputFormatError, ReasonRankError
+from reasonrank.io._files import StrPath, base_name, iter_lines, read_text
+from reasonrank.types import Candidate, Query, Request
+
+Run = dict[str, list[tuple[str, float]]]
+"""qid -> [(docid, score)], best first; qids in order of first appearance."""
+Qrels = dict[str, dict[str, int]]
+"""qid -> {docid: relevance}."""
+
+TEXT_FIELDS = ("text", "segment", "contents", "body", "passage")
+"""Where a document's text is looked for, in this order (the reference's)."""
+DOC_ID_FIELDS = ("_id", "id", "docid")
+QUERY_ID_FIELDS = ("_id", "id", "qid")
+QUERY_TEXT_FIELDS = ("text", "query")
+
+_JSON_NAMES = (".jsonl", ".json", ".ndjson")
+_TSV_NAMES = (".tsv", ".txt", ".tab")
+_SEP = re.compile(r"[ \t]+")
+_BEIR_HEADER = ["query-id", "corpus-id", "score"]
+_SHOWN = 5  # missing ids listed in an error
+
+
+class Doc(NamedTuple):
+    """A corpus document: its text and optional title."""
+
+    text: str
+    title: str | None = None
+
+
+class MissingIdsError(ReasonRankError, LookupError):
+    """Ids of a run are missing from the queries or the corpus it is joined with."""
+
+    def __init__(
+        self, message: str, missing_qids: list[str], missing_docs: list[tuple[str, str]]
+    ) -> None:
+        super().__init__(message)
+        self.missing_qids = missing_qids
+        self.missing_docs = missing_docs  # (qid, docid)
+
+
+class _RecordError(Exception):
+    """A record-level problem; the caller adds the file and line."""
+
+
+# --- small parsing helpers ------------------------------------------------------------------
+
+
+def _split_ends(line: str, head: int, tail: int) -> tuple[list[str], str, list[str]] | None:
+    """Split `head` leading and `tail` trailing fields (spaces/tabs) off `line`.
+
+    The middle is returned verbatim, internal whitespace included; None if there are fewer
+    than `head + tail + 1` fields.
+    """
+    first = _SEP.split(line.strip(" \t"), maxsplit=head)
+    if len(first) <= head:
+        return None
+    last = _SEP.split(first[head][::-1], maxsplit=tail)  # a right split on the reversed rest
+    if len(last) <= tail:
+        return None
+    return first[:head], last[tail][::-1], [field[::-1] for field in reversed(last[:tail])]
+
+
+def _float(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise _RecordError(f"{what} {text!r} is not a number") from None
+    if math.isnan(value):
+        raise _RecordError(f"{what} is NaN")
+    return value
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise _RecordError(f"{what} {text!r} is not an integer") from None
+
+
+def _parse_run_line(line: str) -> tuple[str, str, int, float, str]:
+    """`qid Q0 docid rank score tag` -> (qid, docid, rank, score, tag); see `read_trec_run`."""
+    fields = line.strip(" ").split(" ")
+    if len(fields) == 6 and "" not in fields and "\t" not in line:  # fast path: single spaces
+        qid, _q0, docid, rank, score, tag = fields
+        return qid, docid, _int(rank, "rank"), _float(score, "score"), tag
+    parts = _split_ends(line, 2, 3)
+    if parts is None:
+        raise _RecordError(f"expected 6 fields 'qid Q0 docid rank score tag', got {line!r}")
+    (qid, _q0), docid, (rank, score, tag) = parts
+    return qid, docid, _int(rank, "rank"), _float(score, "score"), tag
+
+
+def _trec_eval_sort(docs: list[tuple[str, float]]) -> None:
+    """Sort in place as trec_eval does: score descending, ties by docid descending."""
+    docs.sort(key=lambda d: d[0], reverse=True)  # Python's sort is stable, reverse included
+    docs.sort(key=lambda d: d[1], reverse=True)
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RecordError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _loads(path: StrPath, line: int | None, text: str) -> Any:
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except json.JSONDecodeError as exc:
+        where = exc.lineno if line is None else line
+        reason = f"invalid JSON: {exc.msg} (column {exc.colno})"
+        raise InputFormatError(path, where, reason) from None
+    except _RecordError as exc:
+        raise InputFormatError(path, line, str(exc)) from None
+
+
+def _json_records(path: StrPath) -> Iterator[tuple[int | None, str, Any]]:
+    """Yield `(line, prefix, record)` from a JSON list, a JSONL file or one JSON object.
+
+    For a JSON list the line is None and the prefix names the item ("item 3: ").
+    """
+    lines = iter_lines(path)
+    for lineno, line in lines:
+        text = line.strip()
+        if not text:
+            continue
+        if text.startswith("["):
+            lines.close()
+            data = _loads(path, None, read_text(path))
+            if not isinstance(data, list):  # pragma: no cover - '[' always parses to a list
+                raise InputFormatError(path, None, "expected a JSON list")
+            for i, record in enumerate(data):
+                yield None, f"item {i}: ", record
+            return
+        try:
+            first = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        except (json.JSONDecodeError, _RecordError):
+            lines.close()  # maybe one pretty-printed object rather than JSONL
+            try:
+                whole = json.loads(read_text(path), object_pairs_hook=_no_duplicate_keys)
+            except (json.JSONDecodeError, _RecordError):
+                whole = None
+            if not isinstance(whole, dict):
+                _loads(path, lineno, text)  # raises the error of the first line
+            yield None, "", whole
+            return
+        yield lineno, "", first
+        for n, rest in lines:
+            if rest.strip():
+                yield n, "", _loads(path, n, rest.strip())
+        return
+
+
+def _is_json(path: StrPath) -> bool:
+    """JSON/JSONL by extension (.jsonl/.json/.ndjson vs .tsv/.txt/.tab), else by content."""
+    name = base_name(path)
+    if name.endswith(_JSON_NAMES):
+        return True
+    if name.endswith(_TSV_NAMES):
+        return False
+    with closing(iter_lines(path)) as lines:
+        for _, line in lines:
+            if line.strip():
+                return line.lstrip().startswith(("{", "["))
+    return False
+
+
+def _ident(value: Any, what: str) -> str:
+    """An id given as a string or an integer, as a non-empty string."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise _RecordError(f"{what} must be a string or an integer, got {value!r}")
+    text = str(value)
+    if not text:
+        raise _RecordError(f"{what} is empty")
+    return text
+
+
+def _first(record: Mapping[str, Any], fields: Sequence[str]) -> tuple[str, Any] | None:
+    for name in fields:
+        if record.get(name) is not None:
+            return name, record[name]
+    return None
+
+
+def _text_of(record: Mapping[str, Any], fields: Sequence[str]) -> str | None:
+    found = _first(record, fields)
+    if found is None:
+        return None
+    name, value = found
+    if not isinstance(value, str):
+        raise _RecordError(f"field {name!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _title_of(record: Mapping[str, Any]) -> str | None:
+    title = record.get("title")
+    if title is not None and not isinstance(title, str):
+        raise _RecordError(f"field 'title' must be a string, got {type(title).__name__}")
+    return title or None
+
+
+def _score(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _RecordError(f"{what} must be a number, got {value!r}")
+    if math.isnan(value):
+        raise _RecordError(f"{what} is NaN")
+    return float(value)
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+
+def read_trec_run(path: StrPath) -> Run:
+    """Read a TREC run `qid Q0 docid rank score tag` (fields separated by spaces or tabs).
+
+    The doc id is everything between the second field and the last three, so ids with
+    spaces survive. The second field is not checked (trec_eval ignores it; some tools write
+    `0` or `Q0`), but it must be there. Each query's docs come back in first-stage order:
+    sorted as trec_eval sorts them, by score descending with ties broken by docid descending
+    (the rank column is validated, then ignored, as trec_eval does). Blank lines are
+    skipped; too few fields, a non-integer rank, a non-numeric or NaN score, or a repeated
+    (qid, docid) raise `InputFormatError`.
+    """
+    run: Run = {}
+    seen: dict[tuple[str, str], int] = {}
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            qid, docid, _rank, score, _tag = _parse_run_line(line)
+        except _RecordError as exc:
+            raise InputFormatError(path, lineno, str(exc)) from None
+        first = seen.setdefault((qid, docid), lineno)
+        if first != lineno:
+            raise InputFormatError(
+                path, lineno, f"duplicate doc {docid!r} for query {qid!r} (also on line {first})"
+            )
+        run.setdefault(qid, []).append((docid, score))
+    for docs in run.values():
+        _trec_eval_sort(docs)
+    return run
+
+
+def read_score_json(path: StrPath) -> Run:
+    """Read `{qid: {docid: score}}` JSON; each query's docs are ordered as `read_trec_run`'s."""
+    data = _loads(path, None, read_text(path))
+    if not isinstance(data, dict):
+        raise InputFormatError(path, None, "expected a JSON object {qid: {docid: score}}")
+    run: Run = {}
+    for qid, docs in data.items():
+        if not isinstance(docs, dict):
+            reason = f"query {qid!r}: expected an object {{docid: score}}"
+            raise InputFormatError(path, None, reason)
+        try:
+            entries = [(d, _score(s, f"query {qid!r}, doc {d!r}: score")) for d, s in docs.items()]
+        except _RecordError as exc:
+            raise InputFormatError(path, None, str(exc)) from None
+        _trec_eval_sort(entries)
+        run[qid] = entries
+    return run
+
+
+def read_run(path: StrPath) -> Run:
+    """A first-stage run: score JSON for `.json`/`.json.gz`, else a TREC run."""
+    return read_score_json(path) if base_name(path).endswith(".json") else read_trec_run(path)
+
+
+# --- corpus and queries ---------------------------------------------------------------------
+
+
+def read_corpus(path: StrPath) -> dict[str, Doc]:
+    """Read a corpus: docid -> `Doc(text, title)`.
+
+    JSONL (or a JSON list): the id from `_id`, `id` or `docid`; the text from the first of
+    `text`, `segment`, `contents`, `body`, `passage`; `title` optional (empty means None).
+    TSV (`.tsv`/`.txt`): `docid<TAB>text` or `docid<TAB>title<TAB>text`. The format comes
+    from the extension, else from the first line. Duplicate ids are an error.
+    """
+    corpus: dict[str, Doc] = {}
+    for line, prefix, doc_id, doc in _corpus_records(path):
+        if doc_id in corpus:
+            raise InputFormatError(path, line, f"{prefix}duplicate document id {doc_id!r}")
+        corpus[doc_id] = doc
+    return corpus
+
+
+def _corpus_records(path: StrPath) -> Iterator[tuple[int | None, str, str, Doc]]:
+    if not _is_json(path):
+        for lineno, line in iter_lines(path):
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            if len(fields) not in (2, 3) or not fields[0]:
+                raise InputFormatError(
+                    path, lineno, "expected 'docid<TAB>text' or 'docid<TAB>title<TAB>text'"
+                )
+            title = fields[1] if len(fields) == 3 else None
+            yield lineno, "", fields[0], Doc(fields[-1], title or None)
+        return
+    for line, prefix, record in _json_records(path):
+        try:
+            if not isinstance(record, dict):
+                raise _RecordError("expected a JSON object")
+            found = _first(record, DOC_ID_FIELDS)
+            if found is None:
+                raise _RecordError(f"no document id (one of {', '.join(DOC_ID_FIELDS)})")
+            doc_id = _ident(found[1], f"document id {found[0]!r}")
+            text = _text_of(record, TEXT_FIELDS)
+            if text is None:
+                raise _RecordError(f"document {doc_id!r} has no text ({', '.join(TEXT_FIELDS)})")
+            doc = Doc(text, _title_of(record))
+        except _RecordError as exc:
+            raise InputFormatError(path, line, f"{prefix}{exc}") from None
+        yield line, prefix, doc_id, doc
+
+
+def read_queries(path: StrPath) -> dict[str, str]:
+    """Read queries: qid -> text.
+
+    TSV (`.tsv`/`.txt`): `qid<TAB>text` (the text is everything after the first tab).
+    JSONL or a JSON list (`.jsonl`/`.json`): id from `_id`, `id` or `qid`, text from `text`
+    or `query`. Unknown extensions are detected from the first line; duplicates are errors.
+    """
+    queries: dict[str, str] = {}
+    for line, prefix, qid, text in _query_records(path):
+        if qid in queries:
+            raise InputFormatError(path, line, f"{prefix}duplicate query id {qid!r}")
+        queries[qid] = text
+    return queries
+
+
+def _query_records(path: StrPath) -> Iterator[tuple[int | None, str, str, str]]:
+    if not _is_json(path):
+        for lineno, line in iter_lines(path):
+            if not line.strip():
+                continue
+            qid, tab, text = line.partition("\t")
+            if not tab or not qid.strip():
+                raise InputFormatError(path, lineno, "expected 'qid<TAB>query text'")
+            yield lineno, "", qid.strip(), text
+        return
+    for line, prefix, record in _json_records(path):
+        try:
+            if not isinstance(record, dict):
+                raise _RecordError("expected a JSON object")
+            found = _first(record, QUERY_ID_FIELDS)
+            if found is None:
+                raise _RecordError(f"no query id (one of {', '.join(QUERY_ID_FIELDS)})")
+            qid = _ident(found[1], f"query id {found[0]!r}")
+            text = _text_of(record, QUERY_TEXT_FIELDS)
+            if text is None:
+                raise _RecordError(f"query {qid!r} has no text ({', '.join(QUERY_TEXT_FIELDS)})")
+        except _RecordError as exc:
+            raise InputFormatError(path, line, f"{prefix}{exc}") from None
+        yield line, prefix, qid, text
+
+
+# --- request files --------------------------------------------------------------------------
+
+
+def read_requests(path: StrPath) -> list[Request]:
+    """Read RankGPT / rank_llm request files: a JSON list, or JSONL with one request a line.
+
+    A request is `{"query": str | {"text", "qid"}, "hits": [...]}` (RankGPT/pyserini) or
+    `{"query": {...}, "candidates": [...]}` (rank_llm). A hit has `docid`, optional `qid`,
+    `rank` and `score`, and its text in `content`, else in the hit's or its `doc` object's
+    `text`/`segment`/`contents`/`body`/`passage`; `title` comes from the hit or its `doc`.
+    The qid is the query object's, else the first hit's; hits naming another qid are an
+    error. Hits keep file order, or rank order when every hit has a rank. Requests and the
+    docs of a request must be unique. A missing score is 0.0.
+    """
+    requests: list[Request] = []
+    seen: dict[str, str] = {}
+    for line, prefix, record in _json_records(path):
+        try:
+            request = _parse_request(record)
+        except _RecordError as exc:
+            raise InputFormatError(path, line, f"{prefix}{exc}") from None
+        qid = request.query.qid
+        where = f"line {line}" if line is not None else prefix.rstrip(": ")
+        if qid in seen:
+            raise InputFormatError(
+                path, line, f"{prefix}duplicate request for query {qid!r} (also {seen[qid]})"
+            )
+        seen[qid] = where
+        requests.append(request)
+    return requests
+
+
+def _parse_request(record: Any) -> Request:
+    if not isinstance(record, dict):
+        raise _RecordError("expected an object with 'query' and 'hits' (or 'candidates')")
+    query = record.get("query")
+    qid: str | None = None
+    if isinstance(query, dict):
+        text = query.get("text")
+        if query.get("qid") is not None:
+            qid = _ident(query["qid"], "query qid")
+    else:
+        text = query
+    if not isinstance(text, str):
+        raise _RecordError("'query' must be a string or an object {'text': str, 'qid': ...}")
+    if "hits" in record and "candidates" in record:
+        raise _RecordError("give 'hits' or 'candidates', not both")
+    hits = record.get("candidates", record.get("hits"))
+    if not isinstance(hits, list):
+        raise _RecordError("expected a list of 'hits' (or 'candidates')")
+
+    candidates: list[Candidate] = []
+    ranks: list[int | None] = []
+    seen: set[str] = set()
+    for i, hit in enumerate(hits):
+        if not isinstance(hit, dict):
+            raise _RecordError(f"hit {i}: expected an object")
+        docid = _ident(hit.get("docid"), f"hit {i}: 'docid'")
+        if docid in seen:
+            raise _RecordError(f"hit {i}: duplicate docid {docid!r}")
+        seen.add(docid)
+        if hit.get("qid") is not None:
+            hit_qid = _ident(hit["qid"], f"hit {i}: 'qid'")
+            if qid is None:
+                qid = hit_qid
+            elif hit_qid != qid:
+                raise _RecordError(f"hit {i}: qid {hit_qid!r} differs from the request's {qid!r}")
+        rank = hit.get("rank")
+        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int)):
+            raise _RecordError(f"hit {i}: 'rank' must be an integer, got {rank!r}")
+        ranks.append(rank)
+        doc = hit.get("doc")
+        if doc is not None and not isinstance(doc, dict):
+            raise _RecordError(f"hit {i}: 'doc' must be an object")
+        doc = doc or {}
+        content = _text_of(hit, ("content", *TEXT_FIELDS))
+        if content is None:
+            content = _text_of(doc, TEXT_FIELDS)
+        if content is None:
+            fields = ", ".join(("content", *TEXT_FIELDS))
+            raise _RecordError(f"hit {i} ({docid!r}) has no text ({fields})")
+        score = _score(hit["score"], f"hit {i}: 'score'") if hit.get("score") is not None else 0.0
+        title = _title_of(hit) or _title_of(doc)
+        candidates.append(Candidate(docid, content, score, title))
+
+    if qid is None:
+        raise _RecordError("no qid: give 'query': {'text', 'qid'} or a 'qid' on the hits")
+    if any(r is not None for r in ranks):
+        if any(r is None for r in ranks):
+            raise _RecordError("'rank' is given on some hits only")
+        order = sorted(range(len(candidates)), key=lambda j: ranks[j])  # stable
+        candidates = [candidates[j] for j in order]
+    return Request(Query(text, qid), candidates)
+
+
+# --- joining --------------------------------------------------------------------------------
+
+
+def _check_top_k(top_k: int | None) -> None:
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ConfigError(f"top_k must be a positive integer or None, got {top_k!r}")
+
+
+def _doc(value: Doc | tuple[str, str | None] | str) -> Doc:
+    if isinstance(value, str):
+        return Doc(value)
+    return Doc(*value)
+
+
+def build_requests(
+    run: Mapping[str, Sequence[tuple[str, float]]],
+    corpus: Mapping[str, Doc | tuple[str, str | None] | str],
+    queries: Mapping[str, str],
+    top_k: int | None = None,
+) -> list[Request]:
+    """Join a run with its corpus and queries: one `Request` per run query, in run order.
+
+    Only the first `top_k` docs of each query are kept (all when None). A run qid missing
+    from `queries` or a kept docid missing from `corpus` raises `MissingIdsError`, listing
+    a few of them; nothing is dropped silently.
+    """
+    return _build(run, corpus, queries, top_k, ("the run", "the queries", "the corpus"))
+
+
+def _build(
+    run: Mapping[str, Sequence[tuple[str, float]]],
+    corpus: Mapping[str, Doc | tuple[str, str | None] | str],
+    queries: Mapping[str, str],
+    top_k: int | None,
+    names: tuple[str, str, str],
+) -> list[Request]:
+    _check_top_k(top_k)
+    kept = {qid: list(docs[:top_k] if top_k is not None else docs) for qid, docs in run.items()}
+    missing_qids = [qid for qid in kept if qid not in queries]
+    missing_docs = [(q, d) for q, docs in kept.items() for d, _ in docs if d not in corpus]
+    if missing_qids or missing_docs:
+        run_name, queries_name, corpus_name = names
+        parts = []
+        if missing_qids:
+            shown = ", ".join(repr(q) for q in missing_qids[:_SHOWN])
+            more = ", ..." if len(missing_qids) > _SHOWN else ""
+            parts.append(
+                f"{len(missing_qids)} query id(s) of {run_name} are not in {queries_name}: "
+                f"{shown}{more}"
+            )
+        if missing_docs:
+            shown = ", ".join(f"{d!r} (query {q!r})" for q, d in missing_docs[:_SHOWN])
+            more = ", ..." if len(missing_docs) > _SHOWN else ""
+            parts.append(
+                f"{len(missing_docs)} doc id(s) of {run_name} are not in {corpus_name}: "
+                f"{shown}{more}"
+            )
+        raise MissingIdsError("; ".join(parts), missing_qids, missing_docs)
+    requests = []
+    for qid, docs in kept.items():
+        candidates = []
+        for docid, score in docs:
+            doc = _doc(corpus[docid])
+            candidates.append(Candidate(docid, doc.text, float(score), doc.title))
+        requests.append(Request(Query(queries[qid], qid), candidates))
+    return requests
+
+
+def load_requests(
+    *,
+    requests: StrPath | None = None,
+    run: StrPath | None = None,
+    corpus: StrPath | None = None,
+    queries: StrPath | None = None,
+    top_k: int | None = None,
+) -> list[Request]:
+    """Requests from a request file, or from a run joined with its corpus and queries.
+
+    Give `requests=` alone, or all of `run=`, `corpus=` and `queries=`. The run is score
+    JSON for `.json`/`.json.gz`, else TREC. `top_k` keeps the first k candidates.
+    """
+    _check_top_k(top_k)
+    joined = {"run": run, "corpus": corpus, "queries": queries}
+    if requests is not None:
+        given = [name for name, value in joined.items() if value is not None]
+        if given:
+            raise ConfigError(f"give either a requests file or run/corpus/queries, not both "
+                              f"(also given: {', '.join(given)})")
+        loaded = read_requests(requests)
+        if top_k is not None:
+            for request in loaded:
+                del request.candidates[top_k:]
+        return loaded
+    absent = [name for name, value in joined.items() if value is None]
+    if absent:
+        raise ConfigError(
+            "give a requests file, or a run with its corpus and queries "
+            f"(missing: {', '.join(absent)})"
+        )
+    assert run is not None and corpus is not None and queries is not None
+    names = (f"run {run}", f"queries {queries}", f"corpus {corpus}")
+    return _build(read_run(run), read_corpus(corpus), read_queries(queries), top_k, names)
+
+
+# --- qrels ----------------------------------------------------------------------------------
+
+
+def read_qrels(path: StrPath) -> Qrels:
+    """Read TREC qrels `qid iter docid rel` (spaces or tabs; rel an integer).
+
+    The docid is everything between the second field and the last, so ids with spaces
+    survive. A BEIR header `query-id corpus-id score` switches to three columns. A repeated
+    (qid, docid) is an error.
+    """
+    qrels: Qrels = {}
+    seen: dict[tuple[str, str], int] = {}
+    head = 2
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        if not seen and head == 2 and _SEP.split(line.strip()) == _BEIR_HEADER:
+            head = 1
+            continue
+        parts = _split_ends(line, head, 1)
+        if parts is None:
+            layout = "qid iter docid rel" if head == 2 else "query-id corpus-id score"
+            raise InputFormatError(path, lineno, f"expected '{layout}', got {line!r}")
+        fields, docid, (rel,) = parts
+        qid = fields[0]
+        try:
+            relevance = _int(rel, "relevance")
+        except _RecordError as exc:
+            raise InputFormatError(path, lineno, str(exc)) from None
+        first = seen.setdefault((qid, docid), lineno)
+        if first != lineno:
+            raise InputFormatError(
+                path, lineno, f"duplicate judgment of {docid!r} for query {qid!r} (line {first})"
+            )
+        qrels.setdefault(qid, {})[docid] = relevance
+    return qrels

@@ -1,0 +1,68 @@
+"""Turn a model's answer into a permutation of the window, never raising (reference section 3).
+
+Policies:
+- "reproduce" (default): the released code's behaviour. With no <answer> at all, the numbers
+  anywhere in the response (the reasoning) are read as the ranking.
+- "strict": as "reproduce", except that a window with no answer keeps its input order.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from reasonrank.types import ParseStatus
+
+_THINK_ANSWER = re.compile(r"<think>.*?</think>\s*<answer>(.*?)</answer>", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRanking:
+    order: list[int]  # 0-based: order[r] is the window position that moves to rank r
+    status: ParseStatus
+
+
+def extract_answer(response: str) -> tuple[str | None, ParseStatus]:
+    """The part of `response` the ids are read from, and what was found (steps 1-3)."""
+    match = _THINK_ANSWER.search(response.lower())
+    if match:
+        return match.group(1).strip(), ParseStatus.OK
+    if "<answer>" in response:
+        return response.split("<answer>")[-1], ParseStatus.UNTERMINATED
+    return None, ParseStatus.NO_ANSWER
+
+
+def _digit_runs(text: str) -> list[str]:
+    # The released code keeps characters for which str.isdigit() holds (superscripts included)
+    # and replaces every other character by a space.
+    return "".join(c if c.isdigit() else " " for c in text).split()
+
+
+def parse_ranking(response: str, num: int, policy: str = "reproduce") -> ParsedRanking:
+    """Parse one window's response into a 0-based permutation of `range(num)` and a status."""
+    identity = list(range(num))
+    body, status = extract_answer(response)
+    if body is None:
+        if policy == "strict":
+            return ParsedRanking(identity, status)
+        body = response
+    try:
+        ids = [int(run) - 1 for run in _digit_runs(body)]
+    except ValueError:  # a "digit" such as "²" that int() rejects: the window is left unchanged
+        return ParsedRanking(identity, ParseStatus.INVALID_DIGITS)
+    seen: set[int] = set()
+    order: list[int] = []
+    for i in ids:
+        if 0 <= i < num and i not in seen:
+            seen.add(i)
+            order.append(i)
+    complete = len(order) == num and len(ids) == num
+    order.extend(i for i in identity if i not in seen)
+    if status is ParseStatus.OK and not complete:
+        status = ParseStatus.REPAIRED
+    return ParsedRanking(order, status)
+
+
+def apply_order(items: list, order: list[int]) -> list:
+    """Reorder `items` by a permutation from `parse_ranking`."""
+    return [items[i] for i in order]

@@ -1,0 +1,133 @@
+"""The window scheduler: many queries in flight, each walking its own window chain.
+
+Windows of one query run in order (each depends on the last); windows of different queries are
+independent. A global semaphore caps the generations in flight, and as soon as one window
+finishes its query submits the next, so the backend stays full without lock-step batches.
+With a deterministic backend the results equal running the queries one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+
+from reasonrank.backends.base import Backend, SamplingParams
+from reasonrank.config import RerankConfig
+from reasonrank.parsing import parse_ranking
+from reasonrank.prompts import PromptBuilder
+from reasonrank.types import RankedDoc, RankedResult, Request, WindowTrace
+from reasonrank.windows import permute_window, sliding_windows
+
+log = logging.getLogger(__name__)
+
+WindowCallback = Callable[[Request, WindowTrace], None]
+
+
+@dataclass
+class Scheduler:
+    """Runs the sliding-window reranking of requests against one backend."""
+
+    backend: Backend
+    builder: PromptBuilder
+    config: RerankConfig
+    on_window: WindowCallback | None = None
+
+    def __post_init__(self) -> None:
+        c = self.config
+        self.params = SamplingParams(
+            max_new_tokens=c.max_new_tokens, temperature=c.temperature, seed=c.seed
+        )
+        self._slots: asyncio.Semaphore | None = None
+        self._slots_loop: asyncio.AbstractEventLoop | None = None
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots_loop is not loop:
+            self._slots = asyncio.Semaphore(self.config.concurrency)
+            self._slots_loop = loop
+        return self._slots
+
+    async def rerank(self, request: Request) -> RankedResult:
+        """Rerank one request: its windows back to front, one after another."""
+        c = self.config
+        prepared = self.builder.prepare(request)
+        slots = self._semaphore()
+        # Items move; scores stay with positions, so scores remain monotone in rank.
+        items = list(range(len(request.candidates)))
+        windows: list[WindowTrace] = []
+        spans = sliding_windows(len(items), c.window_size, c.step, c.rank_start, c.top_k)
+        for pass_index in range(c.num_passes):
+            for start, end in spans:
+                passages = [prepared.passages[i] for i in items[start:end]]
+                prompt = self.builder.render(prepared.query, passages)
+                async with slots:
+                    began = time.perf_counter()
+                    gen = await self.backend.generate(prompt, self.params)
+                    latency = time.perf_counter() - began
+                parsed = parse_ranking(gen.text, end - start, c.policy)
+                items = permute_window(items, start, end, parsed.order)
+                trace = WindowTrace(
+                    start=start, end=end, status=parsed.status, output=gen.text,
+                    order=parsed.order, prompt_tokens=gen.prompt_tokens,
+                    output_tokens=gen.output_tokens, finish_reason=gen.finish_reason,
+                    latency_s=latency, pass_index=pass_index,
+                )
+                windows.append(trace)
+                if self.on_window is not None:
+                    self.on_window(request, trace)
+        return _result(request, items, windows)
+
+    async def stream(
+        self, requests: Iterable[Request]
+    ) -> AsyncIterator[tuple[int, RankedResult]]:
+        """Rerank many requests concurrently; yields `(index, result)` as queries finish.
+
+        At most `concurrency` queries are in flight. If one fails, the others are cancelled and
+        the error propagates; results already yielded are complete.
+        """
+        pending = iter(enumerate(requests))
+        running: dict[asyncio.Task[RankedResult], int] = {}
+
+        def fill() -> None:
+            while len(running) < self.config.concurrency:
+                try:
+                    index, request = next(pending)
+                except StopIteration:
+                    return
+                running[asyncio.ensure_future(self.rerank(request))] = index
+
+        fill()
+        try:
+            while running:
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=running.__getitem__):
+                    index = running.pop(task)
+                    yield index, task.result()
+                fill()
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+
+    async def rerank_all(self, requests: Iterable[Request]) -> list[RankedResult]:
+        """All results, in input order."""
+        results: dict[int, RankedResult] = {}
+        async for index, result in self.stream(requests):
+            results[index] = result
+        return [results[i] for i in range(len(results))]
+
+
+def _result(request: Request, items: list[int], windows: list[WindowTrace]) -> RankedResult:
+    cands = request.candidates
+    docs = [
+        RankedDoc(
+            docid=cands[i].docid, rank=rank, score=cands[pos].score, text=cands[i].text,
+            title=cands[i].title, first_stage_rank=i + 1,
+        )
+        for pos, (rank, i) in enumerate(zip(range(1, len(items) + 1), items, strict=True))
+    ]
+    return RankedResult(query=request.query, docs=docs, windows=windows)

@@ -1,0 +1,143 @@
+"""The data model: queries, candidates, requests, ranked results and window traces."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A search query. `qid` is optional for ad-hoc (API) use."""
+
+    text: str
+    qid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One first-stage candidate: a document id, its first-stage score and its text."""
+
+    docid: str
+    text: str
+    score: float = 0.0
+    title: str | None = None
+
+    def with_score(self, score: float) -> Candidate:
+        return Candidate(self.docid, self.text, score, self.title)
+
+
+@dataclass(slots=True)
+class Request:
+    """A query with its first-stage candidates, in first-stage order (best first)."""
+
+    query: Query
+    candidates: list[Candidate]
+
+
+class ParseStatus(StrEnum):
+    """What the parser found in one window's answer."""
+
+    OK = "ok"  # a complete <think>..</think><answer>..</answer>, a full valid permutation
+    REPAIRED = "repaired"  # an answer block, but ids were missing, repeated or out of range
+    UNTERMINATED = "answer_unterminated"  # <answer> without </answer> (budget ran out)
+    NO_ANSWER = "no_answer"  # no <answer> at all: reasoning only, or nothing
+    INVALID_DIGITS = "invalid_digits"  # a "digit" int() rejects; the window keeps its order
+
+
+@dataclass(slots=True)
+class WindowTrace:
+    """What happened in one window: bounds, tokens, the raw output and how it was parsed."""
+
+    start: int
+    end: int
+    status: ParseStatus
+    output: str
+    order: list[int]  # the 0-based permutation applied to the window
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    finish_reason: str | None = None
+    latency_s: float = 0.0
+    pass_index: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "start": self.start,
+            "end": self.end,
+            "pass": self.pass_index,
+            "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
+            "finish_reason": self.finish_reason,
+            "status": self.status.value,
+            "order": self.order,
+            "latency_s": round(self.latency_s, 6),
+            "output": self.output,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WindowTrace:
+        return cls(
+            start=int(data["start"]),
+            end=int(data["end"]),
+            status=ParseStatus(data["status"]),
+            output=data.get("output", ""),
+            order=list(data.get("order", [])),
+            prompt_tokens=data.get("prompt_tokens"),
+            output_tokens=data.get("output_tokens"),
+            finish_reason=data.get("finish_reason"),
+            latency_s=float(data.get("latency_s", 0.0)),
+            pass_index=int(data.get("pass", 0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RankedDoc:
+    """One document of a reranked list. `score` is the score held by its new position."""
+
+    docid: str
+    rank: int  # 1-based
+    score: float
+    text: str
+    title: str | None = None
+    first_stage_rank: int = 0  # 1-based rank before reranking
+
+
+@dataclass(slots=True)
+class RankedResult:
+    """A reranked list for one query, with the trace of every window that produced it."""
+
+    query: Query
+    docs: list[RankedDoc]
+    windows: list[WindowTrace] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[RankedDoc]:
+        return iter(self.docs)
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    def top_k(self, k: int) -> list[RankedDoc]:
+        return self.docs[:k]
+
+    @property
+    def docids(self) -> list[str]:
+        return [d.docid for d in self.docs]
+
+    def score_of(self, docid: str) -> float:
+        for doc in self.docs:
+            if doc.docid == docid:
+                return doc.score
+        raise KeyError(docid)
+
+    def status_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for w in self.windows:
+            counts[w.status.value] = counts.get(w.status.value, 0) + 1
+        return counts
+
+    def trace_dict(self) -> dict[str, Any]:
+        """The JSONL trace record of this query (see the `rerank` contract)."""
+        return {"qid": self.query.qid, "query": self.query.text,
+                "windows": [w.to_dict() for w in self.windows]}

@@ -1,0 +1,45 @@
+"""Sliding windows, back to front (reference section 4), as a pure function."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def sliding_windows(
+    num_candidates: int,
+    window_size: int = 20,
+    step: int = 10,
+    rank_start: int = 0,
+    top_k: int = 100,
+    num_passes: int = 1,
+) -> list[tuple[int, int]]:
+    """The `[start, end)` windows in the order they run, exactly as the released code walks them.
+
+    100 candidates give [80,100), [70,90), ..., [0,20); 45 give [25,45), [15,35), [5,25), [0,15).
+    """
+    rank_end = min(top_k, num_candidates)
+    window = min(window_size, num_candidates)
+    one_pass: list[tuple[int, int]] = []
+    end = rank_end
+    start = end - window
+    while end > rank_start and start + step != rank_start:
+        start = max(start, rank_start)
+        one_pass.append((start, end))
+        end -= step
+        start -= step
+    return one_pass * num_passes
+
+
+def permute_window(items: Sequence[T], start: int, end: int, order: Sequence[int]) -> list[T]:
+    """`items` with `items[start:end]` reordered by `order` (0-based, relative to the window).
+
+    Only items move: callers that keep scores by position (scores stay monotone in rank)
+    keep a separate score list and do not permute it.
+    """
+    window = items[start:end]
+    if sorted(order) != list(range(len(window))):
+        raise ValueError(f"order {list(order)} is not a permutation of range({len(window)})")
+    return [*items[:start], *(window[i] for i in order), *items[end:]]
