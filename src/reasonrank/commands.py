@@ -64,7 +64,8 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
     if args.num < 0:
         raise InputFormatError("--num", None, "must be >= 0")
-    parsed = parse_ranking(sys.stdin.read(), args.num, args.policy)
+    text = sys.stdin.buffer.read().decode("utf-8", errors="replace")
+    parsed = parse_ranking(text, args.num, args.policy)
     print_json({"order": parsed.order, "status": parsed.status.value})
     return 0
 

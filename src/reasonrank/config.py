@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reasonrank.errors import ConfigError
+from reasonrank.parsing import POLICIES
 
 # Passage truncation presets of the reference (section 1): tokens of the model's tokenizer.
 PASSAGE_TOKEN_PRESETS: dict[str, int] = {
@@ -22,7 +23,6 @@ PASSAGE_TOKEN_PRESETS: dict[str, int] = {
     "msmarco": 100,
 }
 DEFAULT_PASSAGE_TOKENS = 512
-POLICIES = ("reproduce", "strict")
 ENDPOINTS = ("completions", "chat")
 
 

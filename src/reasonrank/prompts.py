@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Sequence
+from functools import lru_cache
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,11 +130,16 @@ class PreparedRequest:
 
 
 class PromptBuilder:
-    """Renders window prompts exactly as the released code does, without repeating work."""
+    """Renders window prompts exactly as the released code does, without repeating work.
+
+    Prepared passages are cached (LRU, `cache_size` entries), so a document that recurs across
+    queries, as first-stage lists of one corpus often do, is cleaned and truncated once.
+    """
 
     def __init__(self, tokenizer: Any, template: str | PromptTemplate = "reasoning",
-                 max_passage_tokens: int = 512) -> None:
+                 max_passage_tokens: int = 512, cache_size: int = 50_000) -> None:
         self.tokenizer = tokenizer
+        self.prepare_passage = lru_cache(maxsize=cache_size)(self._prepare_passage)
         self.template = template if isinstance(template, PromptTemplate) else get_template(template)
         self.truncator = Truncator(tokenizer, max_passage_tokens)
         if getattr(tokenizer, "chat_template", None) is None:
@@ -142,7 +148,7 @@ class PromptBuilder:
                 "model's own chat template (use an instruct/chat model's tokenizer)"
             )
 
-    def prepare_passage(self, text: str, title: str | None = None) -> str:
+    def _prepare_passage(self, text: str, title: str | None = None) -> str:
         """Passage steps 2-5: title, strip, ftfy, truncate, `[n]` -> `(n)`."""
         return replace_number(self.truncator(passage_content(text, title)))
 

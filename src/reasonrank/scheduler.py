@@ -59,6 +59,12 @@ class Scheduler:
         items = list(range(len(request.candidates)))
         windows: list[WindowTrace] = []
         spans = sliding_windows(len(items), c.window_size, c.step, c.rank_start, c.top_k)
+        if not spans and len(items) > max(1, c.rank_start):
+            log.warning(
+                "query %s: window %d / step %d from rank %d over %d candidates runs no window "
+                "(the reference loop stops at once); the first-stage order is kept",
+                request.query.qid, c.window_size, c.step, c.rank_start, len(items),
+            )
         for pass_index in range(c.num_passes):
             for start, end in spans:
                 passages = [prepared.passages[i] for i in items[start:end]]
@@ -85,33 +91,37 @@ class Scheduler:
     ) -> AsyncIterator[tuple[int, RankedResult]]:
         """Rerank many requests concurrently; yields `(index, result)` as queries finish.
 
-        At most `concurrency` queries are in flight. If one fails, the others are cancelled and
-        the error propagates; results already yielded are complete.
+        `concurrency` workers each take the next request the moment their query finishes, so
+        the backend never waits on the consumer. If one query fails, the others are cancelled
+        and the error propagates; results already yielded are complete.
         """
         pending = iter(enumerate(requests))
-        running: dict[asyncio.Task[RankedResult], int] = {}
+        out: asyncio.Queue[tuple[int, RankedResult] | BaseException | None] = asyncio.Queue()
 
-        def fill() -> None:
-            while len(running) < self.config.concurrency:
-                try:
-                    index, request = next(pending)
-                except StopIteration:
-                    return
-                running[asyncio.ensure_future(self.rerank(request))] = index
+        async def worker() -> None:
+            try:
+                for index, request in pending:
+                    out.put_nowait((index, await self.rerank(request)))
+            except Exception as exc:  # handed to the consumer, which re-raises it
+                out.put_nowait(exc)
+                return
+            out.put_nowait(None)
 
-        fill()
+        workers = [asyncio.ensure_future(worker()) for _ in range(self.config.concurrency)]
+        running = len(workers)
         try:
             while running:
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in sorted(done, key=running.__getitem__):
-                    index = running.pop(task)
-                    yield index, task.result()
-                fill()
+                item = await out.get()
+                if item is None:
+                    running -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
         finally:
-            for task in running:
+            for task in workers:
                 task.cancel()
-            if running:
-                await asyncio.gather(*running, return_exceptions=True)
+            await asyncio.gather(*workers, return_exceptions=True)
 
     async def rerank_all(self, requests: Iterable[Request]) -> list[RankedResult]:
         """All results, in input order."""

@@ -42,6 +42,7 @@ class ParseStatus(StrEnum):
 
     OK = "ok"  # a complete <think>..</think><answer>..</answer>, a full valid permutation
     REPAIRED = "repaired"  # an answer block, but ids were missing, repeated or out of range
+    MALFORMED = "answer_malformed"  # <answer>..</answer> without the <think>..</think> before it
     UNTERMINATED = "answer_unterminated"  # <answer> without </answer> (budget ran out)
     NO_ANSWER = "no_answer"  # no <answer> at all: reasoning only, or nothing
     INVALID_DIGITS = "invalid_digits"  # a "digit" int() rejects; the window keeps its order

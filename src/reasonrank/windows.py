@@ -20,6 +20,8 @@ def sliding_windows(
 
     100 candidates give [80,100), [70,90), ..., [0,20); 45 give [25,45), [15,35), [5,25), [0,15).
     """
+    if window_size < 1 or step < 1 or num_passes < 0 or rank_start < 0:
+        raise ValueError("window_size and step must be >= 1; rank_start, num_passes >= 0")
     rank_end = min(top_k, num_candidates)
     window = min(window_size, num_candidates)
     one_pass: list[tuple[int, int]] = []
