@@ -24,6 +24,8 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     from reasonrank.reranker import Reranker
 
     config = config_from_args(args)
+    if args.quiet:
+        _quiet_libraries()
     requests = load_requests(requests=args.requests, run=args.run, corpus=args.corpus,
                              queries=args.queries, top_k=None)
     traces = args.traces or f"{args.output}.traces.jsonl"
@@ -83,6 +85,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         model = str(smollm2_gguf_path())
     requests, qrels = demo.load_sample()
     console = Console()
+    if args.quiet:
+        _quiet_libraries()
     if not args.quiet:
         err.print(f"[bold]reasonrank demo[/]: {len(requests)} queries x 20 passages, "
                   f"model {Path(model).name}, backend {args.backend}")
@@ -126,6 +130,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
             statuses[w.status.value] += 1
     console.print("parse statuses: " + ", ".join(f"{k}={v}" for k, v in statuses.items() if v))
     return 0
+
+
+def _quiet_libraries() -> None:
+    """Silence the progress bars that transformers and the hub draw while loading a model."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()
 
 
 def _progress(quiet: bool) -> Progress:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import string
 from collections.abc import Sequence
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from reasonrank.backends.base import Prompt

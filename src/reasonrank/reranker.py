@@ -43,8 +43,7 @@ class Reranker:
         if config is None:
             if model is not None:
                 options["model"] = model
-            if isinstance(backend, str):
-                options["backend"] = backend
+            options["backend"] = backend if isinstance(backend, str) else backend.name
             config = RerankConfig.from_options(**options)
         elif model is not None or options:
             raise ConfigError("pass either config= or model/options, not both")
