@@ -11,8 +11,11 @@ from reasonrank.backends.fake import FakeBackend
 from reasonrank.errors import BackendError
 from reasonrank.types import Candidate, Query, Request
 
-WORDS = ("salt ocean river rock rain plant light shade stem cell heat price rent supply "
-         "demand string window index prime theorem proof integer").split()
+WORDS = (
+    "salt", "ocean", "river", "rock", "rain", "plant", "light", "shade", "stem", "cell", "heat",
+    "price", "rent", "supply", "demand", "string", "window", "index", "prime", "theorem",
+    "proof", "integer",
+)
 
 
 def make_requests(n_queries: int, n_cands: int, seed: int = 0) -> list[Request]:

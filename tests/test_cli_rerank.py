@@ -121,7 +121,7 @@ def test_dl19_request_file_with_tiny_model(tiny_qwen_dir, shared_data, tmp_path)
     assert sorted(r["qid"] for r in records) == sorted(run)
     assert all(len(r["windows"]) == 9 for r in records)
     for line in out.read_text().splitlines():
-        qid, q0, docid, rank, score, tag = line.split(" ")
+        _qid, q0, _docid, rank, score, tag = line.split(" ")
         assert q0 == "Q0" and tag == "reasonrank" and 1 <= int(rank) <= 100
         float(score)
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fake_openai_server import Fault, FakeOpenAIServer
+from fake_openai_server import FakeOpenAIServer, Fault
 from helpers import make_requests
 from reasonrank import Reranker
 from reasonrank.backends.hf import HFBackend
@@ -91,7 +91,7 @@ def test_openai_completes_through_rate_limits_errors_and_timeouts(qwen_tokenizer
 def test_openai_rejected_request_is_a_clear_error(qwen_tokenizer):
     with FakeOpenAIServer(default_fault=Fault.bad_request("maximum context length exceeded")) \
             as server, _openai_reranker(server, qwen_tokenizer) as rr:
-        with pytest.raises(BackendRequestError, match="400.*maximum context length"):
+        with pytest.raises(BackendRequestError, match=r"400.*maximum context length"):
             rr.rerank("q", ["a", "b"])
         assert server.status_counts() == {400: 1}  # no retry on a 4xx other than 429
 

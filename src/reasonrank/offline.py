@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from reasonrank.bpe import bpe_split, bytes_to_unicode
 from reasonrank.errors import MissingDependencyError
 
 __all__ = [
@@ -160,42 +161,9 @@ def load_qwen_tiktoken_ranks(path: str | Path | None = None) -> dict[bytes, int]
     return ranks
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable unicode character map used by byte-level BPE."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    codes = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            codes.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, map(chr, codes), strict=True))
-
-
-def _split_with_lower_ranks(ranks: dict[bytes, int], token: bytes, max_rank: int) -> list[bytes]:
-    """Run byte-pair encoding on ``token`` using only the ranks below ``max_rank``."""
-    parts = [token[i : i + 1] for i in range(len(token))]
-    while len(parts) > 1:
-        best_index = -1
-        best_rank = max_rank
-        for i in range(len(parts) - 1):
-            rank = ranks.get(parts[i] + parts[i + 1])
-            if rank is not None and rank < best_rank:
-                best_index, best_rank = i, rank
-        if best_index < 0:
-            break
-        parts[best_index : best_index + 2] = [parts[best_index] + parts[best_index + 1]]
-    return parts
-
-
 def _vocab_and_merges(ranks: dict[bytes, int]) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Exact tiktoken -> byte-level BPE conversion: each token's merge, in rank order."""
-    byte_map = _bytes_to_unicode()
+    byte_map = bytes_to_unicode()
 
     def encode(token: bytes) -> str:
         return "".join(byte_map[b] for b in token)
@@ -205,7 +173,7 @@ def _vocab_and_merges(ranks: dict[bytes, int]) -> tuple[dict[str, int], list[tup
     for token, rank in sorted(ranks.items(), key=lambda item: item[1]):
         if len(token) == 1:
             continue
-        parts = _split_with_lower_ranks(ranks, token, rank)
+        parts = bpe_split(ranks, token, rank)
         if len(parts) != 2:
             raise ValueError(f"token {token!r} (rank {rank}) is not the merge of two lower tokens")
         merges.append((encode(parts[0]), encode(parts[1])))

@@ -1,15 +1,17 @@
 """Text cleaning exactly as the released code does it, made cheap.
 
-`fix_text` returns what `ftfy.fix_text` returns. ftfy fixes text line by line (segments), and a
-segment it leaves unchanged costs a full pass of its mojibake heuristics. Two exact shortcuts
-avoid most passes:
-- a segment made only of printable ASCII, tabs and newlines (and, while HTML unescaping is on,
-  without "&") is a fixed point of every ftfy step;
-- a prompt line `[i] <passage>` is a fixed point when the passage is one on its own, once the
-  few mojibake patterns that could start in the ASCII prefix `[i] ` are ruled out (see
-  `_numbered_line_is_fixed`). The passage's verdict is cached, so a passage that appears in
-  several windows, under different numbers, is examined once.
-Every other segment goes through ftfy itself (memoised).
+`fix_text` returns what `ftfy.fix_text` returns. ftfy fixes text segment by segment (line by
+line), and even a segment it leaves alone costs a full pass of its heuristics. `fix_text` first
+tries to prove, with a few C-speed scans, that ftfy would leave a segment unchanged, and runs
+ftfy (memoised) only where it cannot. One pass of `ftfy.fix_and_explain` changes nothing, and
+so returns the segment as it is, when:
+- HTML unescaping is off, or the segment has no "&";
+- `fix_encoding` keeps it: it is ASCII, or ftfy's mojibake detector (`is_bad`) finds nothing;
+- no character-level fixer has anything to do: none of the characters they map, replace or
+  remove occurs (`_TOUCHED`, built from ftfy's own tables);
+- it is already NFC.
+`is_bad` is decided on the neighbourhoods of non-ASCII characters only: every alternative of
+ftfy's `BADNESS_RE` needs a non-ASCII character and spans at most 8 characters.
 """
 
 from __future__ import annotations
@@ -19,22 +21,47 @@ import unicodedata
 from functools import lru_cache
 
 import ftfy
-from ftfy import fixes
+from ftfy import chardata, fixes
 from ftfy.badness import BADNESS_RE
 
-_NOT_PLAIN = re.compile(r"[^\t\n\x20-\x7e]")
 _BRACKETED_NUMBER = re.compile(r"\[(\d+)\]")
-_NUMBERED = re.compile(r"\[\d+\] ")
-_LONGEST_BADNESS_MATCH = 8  # no BADNESS_RE alternative spans more characters
-# ftfy's character-level fixers (all on in the default configuration), applied after
-# fix_encoding in each pass of `ftfy.fix_and_explain`.
-_CHAR_FIXERS = (
-    fixes.fix_c1_controls, fixes.fix_latin_ligatures, fixes.fix_character_width,
-    fixes.uncurl_quotes, fixes.fix_line_breaks, fixes.fix_surrogates,
-    fixes.remove_terminal_escapes, fixes.remove_control_chars,
-)
 _DEFAULT = ftfy.TextFixerConfig(explain=False)
 _NO_HTML = _DEFAULT._replace(unescape_html=False)
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+_BADNESS_REACH = 8  # no BADNESS_RE match is longer; each holds a non-ASCII character
+
+
+def _touched_chars() -> re.Pattern[str]:
+    """Characters that ftfy's character-level fixers (default configuration) act on."""
+    chars = {"\x1b", "\r", "\u2028", "\u2029", "\x85"}  # terminal escapes, line breaks
+    for table in (chardata.LIGATURES, chardata.WIDTH_MAP, chardata.CONTROL_CHARS):
+        chars.update(map(chr, table))
+    tables = "[" + "".join(re.escape(c) for c in sorted(chars)) + "]"
+    regexes = (chardata.C1_CONTROL_RE, chardata.SINGLE_QUOTE_RE, chardata.DOUBLE_QUOTE_RE,
+               fixes.SURROGATE_RE)
+    return re.compile("|".join([tables, *(r.pattern for r in regexes)]))
+
+
+_TOUCHED = _touched_chars()
+
+
+def is_bad(text: str) -> bool:
+    """`ftfy.badness.is_bad(text)`, searching only near non-ASCII characters."""
+    return any(
+        BADNESS_RE.search(text, max(run.start() - _BADNESS_REACH, 0), run.end() + _BADNESS_REACH)
+        for run in _NON_ASCII.finditer(text)
+    )
+
+
+def segment_is_fixed(segment: str, unescape_html: bool) -> bool:
+    """True if ftfy would return `segment` unchanged (False: unknown, run ftfy)."""
+    if unescape_html and "&" in segment:
+        return False
+    if _TOUCHED.search(segment):
+        return False
+    if segment.isascii():
+        return True
+    return unicodedata.is_normalized("NFC", segment) and not is_bad(segment)
 
 
 @lru_cache(maxsize=65536)
@@ -56,45 +83,9 @@ def fix_text(text: str) -> str:
         segment = text[pos:brk]
         if html and "<" in segment:
             html = False
-        out.append(segment if _is_fixed(segment, html) else _fix_segment(segment, html))
+        out.append(segment if segment_is_fixed(segment, html) else _fix_segment(segment, html))
         pos = brk
     return "".join(out)
-
-
-def _is_fixed(segment: str, html: bool) -> bool:
-    """Cheap, exact proofs that ftfy would return `segment` unchanged (False: run ftfy)."""
-    if _NOT_PLAIN.search(segment) is None:
-        return not (html and "&" in segment)
-    return not html and _numbered_line_is_fixed(segment)
-
-
-def _numbered_line_is_fixed(segment: str) -> bool:
-    """True if `segment` = `[i] p` is a fixed point of ftfy (HTML unescaping off).
-
-    ftfy's pass over `[i] p` changes nothing when (1) `is_bad` finds no mojibake pattern in it,
-    (2) no character-level fixer changes it and (3) it is NFC. (2) and (3) hold for `[i] p` iff
-    they hold for `p`: the prefix is plain ASCII ending in a space, which no fixer touches and
-    which composes with nothing. For (1), a match starting at or after the prefix's space is a
-    match in `" " + p` (no pattern looks behind; `^` cannot match a space there), and a match
-    starting in `[i]` lies within the prefix plus `_LONGEST_BADNESS_MATCH` characters.
-    """
-    prefix = _NUMBERED.match(segment)
-    if prefix is None:
-        return False
-    cut = prefix.end()
-    if BADNESS_RE.search(segment, 0, cut + _LONGEST_BADNESS_MATCH):
-        return False
-    return _passage_is_fixed(segment[cut - 1 :])
-
-
-@lru_cache(maxsize=65536)
-def _passage_is_fixed(spaced: str) -> bool:
-    """`spaced` = " " + p: no mojibake pattern, no character fix, already NFC."""
-    if BADNESS_RE.search(spaced):
-        return False
-    if not unicodedata.is_normalized("NFC", spaced):
-        return False
-    return all(fixer(spaced) == spaced for fixer in _CHAR_FIXERS)
 
 
 def replace_number(text: str) -> str:
