@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from reasonrank.errors import ConfigError, InputFormatError, ReasonRankError
 from reasonrank.io._files import StrPath, base_name, iter_lines, read_text
 from reasonrank.types import Candidate, Query, Request
+
+V = TypeVar("V")
 
 Run = dict[str, list[tuple[str, float]]]
 """qid -> [(docid, score)], best first; qids in order of first appearance."""
@@ -294,12 +296,7 @@ def read_corpus(path: StrPath) -> dict[str, Doc]:
     TSV (`.tsv`/`.txt`): `docid<TAB>text` or `docid<TAB>title<TAB>text`. The format comes
     from the extension, else from the first line. Duplicate ids are an error.
     """
-    corpus: dict[str, Doc] = {}
-    for line, prefix, doc_id, doc in _corpus_records(path):
-        if doc_id in corpus:
-            raise InputFormatError(path, line, f"{prefix}duplicate document id {doc_id!r}")
-        corpus[doc_id] = doc
-    return corpus
+    return _unique_ids(path, _corpus_records(path), "document")
 
 
 def _corpus_records(path: StrPath) -> Iterator[tuple[int | None, str, str, Doc]]:
@@ -339,12 +336,19 @@ def read_queries(path: StrPath) -> dict[str, str]:
     JSONL or a JSON list (`.jsonl`/`.json`): id from `_id`, `id` or `qid`, text from `text`
     or `query`. Unknown extensions are detected from the first line; duplicates are errors.
     """
-    queries: dict[str, str] = {}
-    for line, prefix, qid, text in _query_records(path):
-        if qid in queries:
-            raise InputFormatError(path, line, f"{prefix}duplicate query id {qid!r}")
-        queries[qid] = text
-    return queries
+    return _unique_ids(path, _query_records(path), "query")
+
+
+def _unique_ids(
+    path: StrPath, records: Iterable[tuple[int | None, str, str, V]], what: str
+) -> dict[str, V]:
+    """id -> value from `(line, prefix, id, value)` records; a repeated id names its line."""
+    out: dict[str, V] = {}
+    for line, prefix, key, value in records:
+        if key in out:
+            raise InputFormatError(path, line, f"{prefix}duplicate {what} id {key!r}")
+        out[key] = value
+    return out
 
 
 def _query_records(path: StrPath) -> Iterator[tuple[int | None, str, str, str]]:
