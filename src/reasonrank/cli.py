@@ -36,17 +36,16 @@ def add_config_arguments(parser: argparse.ArgumentParser, groups: Sequence[str])
             by_group[group] = parser.add_argument_group(f"{group} options")
         flag = "--" + f.name.replace("_", "-")
         kind = str(f.type).replace(" | None", "")
-        kwargs: dict[str, Any] = {
-            "dest": f.name, "default": argparse.SUPPRESS,
-            "help": f"{f.metadata['help']} (default: {f.default})",
-        }
+        help_text = f.metadata["help"]
+        if f.default is not None:
+            help_text += f" (default: {f.default})"
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if kind == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif f.metadata.get("choices"):
+            kwargs.update(type=_TYPES[kind], choices=f.metadata["choices"])
         else:
-            kwargs["type"] = _TYPES[kind]
-            if f.metadata.get("choices"):
-                kwargs["choices"] = f.metadata["choices"]
-            kwargs["metavar"] = f.name.upper()
+            kwargs.update(type=_TYPES[kind], metavar=f.name.upper())
         by_group[group].add_argument(flag, **kwargs)
 
 
