@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import logging
 import sys
@@ -20,6 +21,9 @@ from reasonrank.errors import ReasonRankError
 log = logging.getLogger("reasonrank")
 
 _TYPES: dict[str, Any] = {"int": int, "float": float, "str": str}
+# Modules that add subcommands: each has `register(subparsers)`, which adds its parsers with
+# `set_defaults(handler="module:function")`; heavy imports stay inside the handlers.
+COMMAND_MODULES = ("reasonrank.commands_eval", "reasonrank.commands_retrieval")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, groups: Sequence[str]) -> None:
@@ -99,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--max-new-tokens", type=int, default=160, help="new tokens per window")
     de.add_argument("--output", default=None, help="also write the TREC run here")
     de.add_argument("-q", "--quiet", action="store_true", help="print only the scores")
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 
@@ -108,10 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    from reasonrank import commands
-
+    module, _, name = getattr(args, "handler", f"reasonrank.commands:cmd_{args.command}")\
+        .partition(":")
     try:
-        return getattr(commands, f"cmd_{args.command}")(args)
+        return getattr(importlib.import_module(module), name)(args)
     except ReasonRankError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
