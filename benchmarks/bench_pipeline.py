@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
 import hashlib
-import json
 import os
 import random
 import re
@@ -32,16 +30,17 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAYON_NUM_THREADS", "1")
 
-import ftfy  # noqa: E402
+import ftfy
 
-from reasonrank.backends.base import Generation, Prompt  # noqa: E402
-from reasonrank.backends.fake import FakeBackend  # noqa: E402
-from reasonrank.config import RerankConfig  # noqa: E402
-from reasonrank.prompts import PreparedRequest, PromptBuilder  # noqa: E402
-from reasonrank.scheduler import Scheduler  # noqa: E402
-from reasonrank.text import clean_query, replace_number  # noqa: E402
-from reasonrank.truncation import reference_truncate  # noqa: E402
-from reasonrank.types import Candidate, Query, Request  # noqa: E402
+from reasonrank.backends.base import Generation, Prompt
+from reasonrank.backends.fake import FakeBackend
+from reasonrank.config import RerankConfig
+from reasonrank.io import read_requests, read_trec_run
+from reasonrank.prompts import PreparedRequest, PromptBuilder
+from reasonrank.scheduler import Scheduler
+from reasonrank.text import clean_query, replace_number
+from reasonrank.truncation import reference_truncate
+from reasonrank.types import Candidate, Query, Request
 
 NUM = re.compile(r"I will provide you with (\d+) passages")
 SHARED = Path(os.environ.get("REASONRANK_SHARED_DATA",
@@ -49,13 +48,9 @@ SHARED = Path(os.environ.get("REASONRANK_SHARED_DATA",
 
 
 def build_requests(n_queries: int, n_passages: int, raw: bool = False) -> list[Request]:
-    dl19 = json.load(gzip.open(SHARED / "trec_dl/bm25_top100_dl19.json.gz"))
-    pool = [h["content"] if raw else ftfy.fix_text(h["content"]) for r in dl19 for h in r["hits"]]
-    run: dict[str, list[tuple[str, float]]] = {}
-    with gzip.open(SHARED / "bright/runs_reasonir_gpt4cot_top100/biology.txt.gz", "rt") as f:
-        for line in f:
-            qid, _, docid, _, score, _ = line.split()
-            run.setdefault(qid, []).append((docid, float(score)))
+    dl19 = read_requests(SHARED / "trec_dl/bm25_top100_dl19.json.gz")
+    pool = [c.text if raw else ftfy.fix_text(c.text) for r in dl19 for c in r.candidates]
+    run = read_trec_run(SHARED / "bright/runs_reasonir_gpt4cot_top100/biology.txt.gz")
     texts: dict[str, str] = {}
 
     def text_of(docid: str) -> str:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from reasonrank.evaluation import evaluate, run_from_results
 from reasonrank.io import Qrels, read_qrels, read_requests
-from reasonrank.metrics import ndcg_at_k
 from reasonrank.types import RankedResult, Request
 
 
@@ -33,13 +33,13 @@ class QueryScore:
 
 
 def score(results: list[RankedResult], requests: list[Request], qrels: Qrels) -> list[QueryScore]:
-    """NDCG@10 of the first stage and of the reranked lists, per query."""
-    by_qid = {r.query.qid: r for r in requests}
-    rows = []
-    for res in results:
-        req = by_qid[res.query.qid]
-        judged = qrels.get(res.query.qid, {})
-        before = {c.docid: c.score for c in req.candidates}
-        after = {d.docid: d.score for d in res.docs}
-        rows.append(QueryScore(res.query.qid, ndcg_at_k(before, judged), ndcg_at_k(after, judged)))
-    return rows
+    """NDCG@10 of the first stage and of the reranked lists, per query (0 if unjudged)."""
+    qids = {res.query.qid for res in results}
+    first = {r.query.qid: {c.docid: c.score for c in r.candidates}
+             for r in requests if r.query.qid in qids}
+    before = evaluate(first, qrels, ["ndcg@10"]).per_query
+    after = evaluate(run_from_results(results), qrels, ["ndcg@10"]).per_query
+    return [
+        QueryScore(q, before.get(q, {}).get("ndcg@10", 0.0), after.get(q, {}).get("ndcg@10", 0.0))
+        for q in (res.query.qid for res in results)
+    ]

@@ -48,11 +48,12 @@ class BackendRequestError(BackendError):
         self.detail = detail
 
 
-def require(module: str, extra: str, purpose: str):
-    """Import an optional dependency or raise `MissingDependencyError` naming the extra."""
+def require(module: str, extra: str, purpose: str, install: str | None = None):
+    """Import an optional dependency or raise `MissingDependencyError` naming the extra
+    (or the `install` command, for a package no extra provides)."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise MissingDependencyError(module.split(".")[0], extra, purpose) from exc
+        raise MissingDependencyError(module.split(".")[0], extra, purpose, install) from exc
