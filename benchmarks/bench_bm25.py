@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from reasonrank.evaluation import evaluate
 from reasonrank.io import read_qrels, read_queries
 from reasonrank.retrieval import BM25Index, scifact_corpus
 
@@ -40,20 +41,7 @@ def best_of(repeats: int, fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def ndcg10(run: dict[str, list[tuple[str, float]]], qrels: dict[str, dict[str, int]]) -> float:
-    try:
-        from reasonrank.evaluation import evaluate
-    except ImportError:
-        pass
-    else:
-        return evaluate(run, qrels, ["ndcg@10"]).mean["ndcg@10"]
-    total = 0.0
-    for qid, judged in qrels.items():
-        docs = sorted(run.get(qid, []), key=lambda d: d[0], reverse=True)
-        docs.sort(key=lambda d: d[1], reverse=True)
-        dcg = sum(judged.get(d, 0) / math.log2(i + 2) for i, (d, _) in enumerate(docs[:10]))
-        ideal = sorted((r for r in judged.values() if r > 0), reverse=True)[:10]
-        total += dcg / sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
-    return total / len(qrels)
+    return evaluate(run, qrels, ["ndcg@10"]).mean["ndcg@10"]
 
 
 def main() -> None:
