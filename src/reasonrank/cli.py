@@ -84,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--tag", default="reasonrank", help="run tag of the TREC run")
     out.add_argument("--resume", action="store_true", help="skip queries already written")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    dist = rr.add_argument_group("data parallelism (Ray; pip install 'reasonrank[ray]')")
+    dist.add_argument("--ray", action="store_true",
+                      help="shard queries across model replicas, one Ray actor each")
+    dist.add_argument("--replicas", type=int, default=2, help="model replicas (default: 2)")
+    dist.add_argument("--gpus-per-replica", type=float, default=None, metavar="G",
+                      help="GPUs per replica (default: --tensor-parallel-size for vllm, else 0)")
+    dist.add_argument("--cpus-per-replica", type=float, default=1, metavar="C",
+                      help="CPUs per replica (default: 1)")
+    dist.add_argument("--ray-address", default=None, metavar="ADDR",
+                      help="Ray cluster to join (default: start a local one)")
     add_config_arguments(rr, ("rerank", "hf", "openai", "vllm"))
 
     pr = sub.add_parser("prompt", help="print the rendered prompt of one window")

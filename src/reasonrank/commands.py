@@ -29,17 +29,32 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     requests = load_requests(requests=args.requests, run=args.run, corpus=args.corpus,
                              queries=args.queries, top_k=None)
     traces = args.traces or f"{args.output}.traces.jsonl"
-    reranker = Reranker(config=config)
+    reranker = None if args.ray else Reranker(config=config)
     try:
         with _progress(args.quiet) as progress:
             task = progress.add_task("reranking", total=len(requests))
-            summary = rerank_to_files(
-                reranker, requests, args.output, traces, resume=args.resume, tag=args.tag,
-                on_result=lambda _r: progress.advance(task),
-            )
+
+            def advance(_result: object) -> None:
+                progress.advance(task)
+
+            if reranker is None:
+                from reasonrank.distributed import rerank_to_files_ray
+
+                summary = rerank_to_files_ray(
+                    config, requests, args.output, traces, replicas=args.replicas,
+                    gpus_per_replica=args.gpus_per_replica,
+                    cpus_per_replica=args.cpus_per_replica, address=args.ray_address,
+                    resume=args.resume, tag=args.tag, on_result=advance,
+                )
+            else:
+                summary = rerank_to_files(
+                    reranker, requests, args.output, traces, resume=args.resume, tag=args.tag,
+                    on_result=advance,
+                )
             progress.update(task, completed=len(requests))
     finally:
-        reranker.close()
+        if reranker is not None:
+            reranker.close()
     if not args.quiet:
         _print_summary(summary, args.output, traces)
     return 0

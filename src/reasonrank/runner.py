@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from reasonrank.errors import ConfigError
@@ -64,6 +64,28 @@ def rerank_to_files(
     most the queries in flight. The files are put in input order once every query is done, so
     a resumed run ends byte-identical to an uninterrupted one.
     """
+    return stream_to_files(
+        requests, run_path, trace_path,
+        lambda todo: (result for _, result in reranker.rerank_iter(todo)),
+        resume=resume, tag=tag, on_result=on_result,
+    )
+
+
+def stream_to_files(
+    requests: Sequence[Request],
+    run_path: str,
+    trace_path: str,
+    produce: Callable[[list[Request]], Iterable[RankedResult]],
+    *,
+    resume: bool = False,
+    tag: str = "reasonrank",
+    on_result: Callable[[RankedResult], None] | None = None,
+) -> RunSummary:
+    """Write the results `produce(todo)` yields, in any order, to resumable run files.
+
+    The loop shared by the local and the distributed runners: `todo` is `requests` less the
+    queries already done (with `resume`); the files are put in input order at the end.
+    """
     check_unique_qids(requests)
     summary = RunSummary()
     began = time.perf_counter()
@@ -71,7 +93,7 @@ def rerank_to_files(
         done = files.done_qids()
         todo = [r for r in requests if r.query.qid not in done]
         summary.skipped = len(requests) - len(todo)
-        for _, result in reranker.rerank_iter(todo):
+        for result in produce(todo):
             files.append(result)
             summary.add(result)
             if on_result is not None:
