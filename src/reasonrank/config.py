@@ -58,6 +58,10 @@ class RerankConfig:
     device: str = _opt("auto", "torch device: auto, cpu, cuda, cuda:1, mps", group="hf")
     dtype: str = _opt("auto", "torch dtype: auto, bfloat16, float16, float32", group="hf")
     batch_size: int = _opt(8, "largest batch one generate() call takes", group="hf")
+    attn_implementation: str = _opt(
+        "sdpa", "attention kernel: sdpa, eager, flash_attention_2", group="hf",
+        choices=("sdpa", "eager", "flash_attention_2"),
+    )
     # openai
     api_base: str = _opt("http://127.0.0.1:8000/v1", "OpenAI-compatible base URL", group="openai")
     api_key_env: str = _opt(
@@ -88,7 +92,7 @@ class RerankConfig:
             raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
         if self.max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
-        for name in ("policy", "endpoint", "preset"):
+        for name in ("policy", "endpoint", "preset", "attn_implementation"):
             choices = field_choices(name)
             value = getattr(self, name)
             if value is not None and choices and value not in choices:

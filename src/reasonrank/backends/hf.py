@@ -63,7 +63,7 @@ class HFBackend(Backend):
         device = _resolve_device(torch, config.device)
         try:
             model = transformers.AutoModelForCausalLM.from_pretrained(
-                directory, dtype=dtype, **kwargs
+                directory, dtype=dtype, attn_implementation=config.attn_implementation, **kwargs
             )
         except (OSError, ValueError) as exc:
             raise BackendError(f"could not load model {config.model!r}: {exc}") from exc
@@ -114,31 +114,39 @@ class HFBackend(Backend):
                     if not p.future.done():
                         p.future.set_result(out)
 
+    def _generate_kwargs(self, params: SamplingParams) -> dict[str, Any]:
+        """Keyword arguments for `model.generate`; subclasses may add to them."""
+        tok = self._tokenizer
+        sample = params.temperature > 0
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_new_tokens,
+            "do_sample": sample,
+            "use_cache": True,
+            "pad_token_id": tok.pad_token_id,
+            "eos_token_id": sorted(self._eos_ids),
+        }
+        if sample:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p)
+        else:  # silence "temperature is set but do_sample is False" from model defaults
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        return kwargs
+
     def _generate_batch(self, prompts: list[str], params: SamplingParams) -> list[Generation]:
         import torch
 
         tok = self._tokenizer
         # The chat template already rendered every special token the model needs.
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        enc = {k: v.to(self.model.device) for k, v in enc.items()}
-        sample = params.temperature > 0
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": params.max_new_tokens,
-            "do_sample": sample,
-            "pad_token_id": tok.pad_token_id,
-            "eos_token_id": sorted(self._eos_ids),
-        }
-        if sample:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p)
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-        else:  # silence "temperature is set but do_sample is False" from model defaults
-            kwargs.update(temperature=None, top_p=None, top_k=None)
+        prompt_tokens = enc["attention_mask"].sum(dim=1).tolist()
+        enc = {k: v.to(self.model.device, non_blocking=True) for k, v in enc.items()}
+        kwargs = self._generate_kwargs(params)
+        if params.temperature > 0 and params.seed is not None:
+            torch.manual_seed(params.seed)
         with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
         width = enc["input_ids"].shape[1]
         results = []
-        for row, mask in zip(out[:, width:].tolist(), enc["attention_mask"], strict=True):
+        for row, n_prompt in zip(out[:, width:].tolist(), prompt_tokens, strict=True):
             n = len(row)
             finish = "length"
             for i, token in enumerate(row):
@@ -146,7 +154,7 @@ class HFBackend(Backend):
                     n, finish = i + 1, "stop"
                     break
             text = tok.decode(row[:n], skip_special_tokens=True)
-            results.append(Generation(text, int(mask.sum()), n, finish))
+            results.append(Generation(text, int(n_prompt), n, finish))
         return results
 
     async def aclose(self) -> None:
