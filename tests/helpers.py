@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from typing import Any
 
@@ -74,3 +75,12 @@ class FailingBackend(FakeBackend):
         if self.calls >= self.fail_after:
             raise BackendError("injected failure")
         return await super().generate(prompt, params)
+
+
+def without_timings(traces: bytes) -> list[dict]:
+    """Trace records with the wall-clock `latency_s` removed (everything else is deterministic)."""
+    records = [json.loads(line) for line in traces.splitlines()]
+    for record in records:
+        for window in record["windows"]:
+            window.pop("latency_s")
+    return records

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from helpers import FailingBackend, make_requests
+from helpers import FailingBackend, make_requests, without_timings
 from reasonrank import Reranker
 from reasonrank.backends.fake import FakeBackend
 from reasonrank.cli import main
@@ -14,14 +14,6 @@ from reasonrank.errors import BackendError
 from reasonrank.io import read_trec_run
 from reasonrank.runner import rerank_to_files
 from reasonrank.windows import sliding_windows
-
-
-def _without_timings(traces: bytes) -> list[dict]:
-    records = [json.loads(line) for line in traces.splitlines()]
-    for record in records:
-        for window in record["windows"]:
-            window.pop("latency_s")
-    return records
 
 
 def _reranker(backend) -> Reranker:
@@ -49,7 +41,7 @@ def test_resume_after_failure_matches_uninterrupted_run(qwen_tokenizer, tmp_path
     assert backend.calls == summary.queries * per_query  # done queries were not redone
     assert run.read_bytes() == (tmp_path / "full.trec").read_bytes()
     # traces hold wall-clock latencies; everything else is identical
-    assert _without_timings(traces.read_bytes()) == _without_timings(
+    assert without_timings(traces.read_bytes()) == without_timings(
         (tmp_path / "full.jsonl").read_bytes())
     qids = [json.loads(line)["qid"] for line in traces.read_text().splitlines()]
     assert qids == [r.query.qid for r in requests]  # each query once, in input order
@@ -94,7 +86,7 @@ def test_cli_run_corpus_queries_and_resume(qwen_tokenizer_dir, tmp_path, capsys)
     assert main([*args, "--resume", "--quiet"]) == 0
     assert capsys.readouterr().err == ""
     assert out.read_bytes() == full_run
-    assert _without_timings(traces.read_bytes()) == _without_timings(full_traces)
+    assert without_timings(traces.read_bytes()) == without_timings(full_traces)
 
 
 def test_cli_reports_malformed_input_with_file_and_line(qwen_tokenizer_dir, tmp_path, capsys):

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from helpers import make_requests
+from helpers import make_requests, without_timings
 from reasonrank import Reranker
 from reasonrank.cli import main
 from reasonrank.config import RerankConfig
@@ -41,20 +41,12 @@ def local_run(config, tmp_path_factory) -> tuple[bytes, list[dict]]:
     out = tmp_path_factory.mktemp("local")
     with Reranker(config=config) as rr:
         rerank_to_files(rr, REQUESTS, str(out / "run.trec"), str(out / "run.jsonl"))
-    return (out / "run.trec").read_bytes(), _without_timings((out / "run.jsonl").read_bytes())
-
-
-def _without_timings(traces: bytes) -> list[dict]:
-    records = [json.loads(line) for line in traces.splitlines()]
-    for record in records:
-        for window in record["windows"]:
-            window.pop("latency_s")
-    return records
+    return (out / "run.trec").read_bytes(), without_timings((out / "run.jsonl").read_bytes())
 
 
 def _assert_same_as_local(run, traces, local_run) -> None:
     assert run.read_bytes() == local_run[0]
-    assert _without_timings(traces.read_bytes()) == local_run[1]  # each query once, in order
+    assert without_timings(traces.read_bytes()) == local_run[1]  # each query once, in order
 
 
 def test_ray_matches_local_run(ray_cluster, config, local_run, tmp_path):
