@@ -492,7 +492,9 @@ def test_property_prompt_matches_reference(qwen_tokenizer, query, docs, n, templ
 # --- each passage is cleaned and truncated once per query ---------------------------------------
 
 
-def test_prepare_once_then_render_every_window(qwen_tokenizer, dl19, monkeypatch):
+@pytest.fixture
+def truncation_calls(monkeypatch) -> Counter[str]:
+    """Counts every `Truncator` call, by text."""
     calls: Counter[str] = Counter()
     original = Truncator.__call__
 
@@ -501,6 +503,11 @@ def test_prepare_once_then_render_every_window(qwen_tokenizer, dl19, monkeypatch
         return original(self, text)
 
     monkeypatch.setattr(Truncator, "__call__", counting)
+    return calls
+
+
+def test_prepare_once_then_render_every_window(qwen_tokenizer, dl19, truncation_calls):
+    calls = truncation_calls
     builder = PromptBuilder(qwen_tokenizer, "reasoning", 100)
     entry = dl19[1]
     docs = dl19_docs(entry)
@@ -512,15 +519,8 @@ def test_prepare_once_then_render_every_window(qwen_tokenizer, dl19, monkeypatch
     assert sum(calls.values()) == 100  # render never truncates
 
 
-def test_scheduler_truncates_each_passage_once(qwen_tokenizer, dl19, monkeypatch):
-    calls: Counter[str] = Counter()
-    original = Truncator.__call__
-
-    def counting(self: Truncator, text: str) -> str:
-        calls[text] += 1
-        return original(self, text)
-
-    monkeypatch.setattr(Truncator, "__call__", counting)
+def test_scheduler_truncates_each_passage_once(qwen_tokenizer, dl19, truncation_calls):
+    calls = truncation_calls
     prompts: list[str] = []
 
     class RecordingBackend(FakeBackend):

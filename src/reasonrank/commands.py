@@ -110,11 +110,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
                           batch_size=len(requests), concurrency=len(requests))
     with Reranker(config=config) as reranker, _progress(args.quiet) as progress:
         task = progress.add_task("reranking", total=len(requests))
-        results = []
-        for _, result in reranker.rerank_iter(requests):
-            results.append(result)
+        by_index = {}
+        for index, result in reranker.rerank_iter(requests):
+            by_index[index] = result
             progress.advance(task)
-    results.sort(key=lambda r: [q.query.qid for q in requests].index(r.query.qid))
+    results = [by_index[i] for i in range(len(requests))]
     rows = demo.score(results, requests, qrels)
     if args.output:
         write_trec(results, args.output)
