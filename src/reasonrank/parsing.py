@@ -35,7 +35,7 @@ def extract_answer(response: str) -> tuple[str | None, ParseStatus]:
     return None, ParseStatus.NO_ANSWER
 
 
-def _digit_runs(text: str) -> list[str]:
+def digit_runs(text: str) -> list[str]:
     # The released code keeps characters for which str.isdigit() holds (superscripts included)
     # and replaces every other character by a space.
     return "".join(c if c.isdigit() else " " for c in text).split()
@@ -52,7 +52,7 @@ def parse_ranking(response: str, num: int, policy: str = "reproduce") -> ParsedR
             return ParsedRanking(identity, status)
         body = response
     try:
-        ids = [int(run) - 1 for run in _digit_runs(body)]
+        ids = [int(run) - 1 for run in digit_runs(body)]
     except ValueError:  # a "digit" such as "²" that int() rejects: the window is left unchanged
         return ParsedRanking(identity, ParseStatus.INVALID_DIGITS)
     seen: set[int] = set()

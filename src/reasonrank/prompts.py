@@ -120,6 +120,14 @@ def get_template(name: str) -> PromptTemplate:
         ) from None
 
 
+def render_chat(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
+    """System + user messages through the chat template with the generation prompt, then
+    ftfy over the whole text: the prompt as the released code builds it."""
+    text = tokenizer.apply_chat_template(list(messages), tokenize=False,
+                                         add_generation_prompt=True)
+    return fix_text(text)
+
+
 @dataclass(frozen=True, slots=True)
 class PreparedRequest:
     """A request whose query and passages are cleaned and truncated, ready for any window."""
@@ -165,10 +173,7 @@ class PromptBuilder:
     def render(self, query: str, passages: Sequence[str]) -> Prompt:
         """The window prompt: chat template with a generation prompt, then ftfy once more."""
         messages = self.messages(query, passages)
-        text = self.tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=True
-        )
-        return Prompt(text=fix_text(text), messages=messages)
+        return Prompt(text=render_chat(self.tokenizer, messages), messages=messages)
 
     def render_request(self, request: Request, start: int = 0, end: int | None = None) -> Prompt:
         """Render one window of a raw request (prepares only that window's passages)."""

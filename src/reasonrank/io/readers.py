@@ -377,6 +377,44 @@ def _query_records(path: StrPath) -> Iterator[tuple[int | None, str, str, str]]:
         yield line, prefix, qid, text
 
 
+def read_id_texts(path: StrPath) -> dict[str, str]:
+    """Read an id -> text table (the `id_query/` and `id_doc/` files of training data).
+
+    Either a JSON object `{id: text, ...}` (also one such object per JSONL line) or JSONL /
+    a JSON list of records with an id (`_id`, `id`, `docid`, `qid`) and a text (`text`,
+    `contents`, `segment`, `body`, `passage`, `query`). Duplicate ids are an error.
+    """
+    return _unique_ids(path, _id_text_records(path), "text")
+
+
+_ID_FIELDS = ("_id", "id", "docid", "qid")
+_ID_TEXT_FIELDS = (*TEXT_FIELDS, "query")
+
+
+def _id_text_records(path: StrPath) -> Iterator[tuple[int | None, str, str, str]]:
+    for line, prefix, record in _json_records(path):
+        try:
+            if not isinstance(record, dict):
+                raise _RecordError("expected a JSON object")
+            found = _first(record, _ID_FIELDS)
+            if found is None:  # a mapping {id: text}
+                for key, value in record.items():
+                    if not isinstance(value, str):
+                        raise _RecordError(
+                            f"expected {{id: text}} or a record with an id field "
+                            f"({', '.join(_ID_FIELDS)}); the value of {key!r} is not a string"
+                        )
+                    yield line, prefix, _ident(key, "id"), value
+                continue
+            ident = _ident(found[1], f"id {found[0]!r}")
+            text = _text_of(record, _ID_TEXT_FIELDS)
+            if text is None:
+                raise _RecordError(f"{ident!r} has no text ({', '.join(_ID_TEXT_FIELDS)})")
+        except _RecordError as exc:
+            raise InputFormatError(path, line, f"{prefix}{exc}") from None
+        yield line, prefix, ident, text
+
+
 # --- request files --------------------------------------------------------------------------
 
 

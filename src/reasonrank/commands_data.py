@@ -1,0 +1,192 @@
+"""CLI: `reasonrank data check|filter|sft|rl`, training data in the ReasonRank 13k layout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from reasonrank.training.records import DEFAULT_THRESHOLD, DEFAULT_WINDOW
+
+
+def register(sub: Any) -> None:  # argparse's subparsers action
+    """Add `data` and its subcommands to the `reasonrank` parser."""
+    data = sub.add_parser("data", help="training data: check, filter, build SFT/RL examples")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+
+    def source(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument("source", metavar="SOURCE",
+                       help=f"a folder in the 13k layout (training_data_all.jsonl, id_query/, "
+                            f"id_doc/) or its records file{what}")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress, no table")
+
+    ck = dsub.add_parser("check", help="check records and texts; exit 2 listing each problem")
+    source(ck, "")
+    ck.add_argument("--window", type=int, default=DEFAULT_WINDOW,
+                    help=f"largest list allowed (default: {DEFAULT_WINDOW})")
+    ck.set_defaults(handler="reasonrank.commands_data:cmd_check")
+
+    fi = dsub.add_parser("filter", help="self-consistency filter: keep lists whose teacher "
+                         "ranking scores NDCG@10 >= threshold against its own labels")
+    source(fi, "")
+    fi.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                    help=f"keep records with NDCG@10 >= this (default: {DEFAULT_THRESHOLD})")
+    fi.add_argument("--output", required=True, help="kept records, written unchanged (JSONL)")
+    fi.add_argument("--dropped", default=None, help="also write the dropped records here")
+    fi.add_argument("--json", action="store_true", help="print the report as JSON")
+    fi.set_defaults(handler="reasonrank.commands_data:cmd_filter")
+
+    for name, what, extra in (
+            ("sft", "SFT examples (prompt, completion)", ", or the released SFT file "
+             "(alpaca JSON: system, instruction, output)"),
+            ("rl", "RL examples (prompt, lists for the reward)", ", or the released RL "
+             "parquet (chat prompt, initial_list, final_list, relevant_docids)")):
+        p = dsub.add_parser(name, help=f"build {what} from records and texts")
+        source(p, extra)
+        p.add_argument("--tokenizer", required=True,
+                       help="tokenizer id or path of the model to train (its chat template)")
+        p.add_argument("--output", required=True, help="examples to write (.jsonl or .parquet)")
+        p.add_argument("--max-passage-tokens", type=int, default=None,
+                       help="truncate passages to N tokens (default 512, as at inference)")
+        p.add_argument("--template", default="reasoning", help="prompt template")
+        p.add_argument("--threshold", type=float, default=None,
+                       help="apply the self-consistency filter first (e.g. 0.4)")
+        p.add_argument("--window", type=int, default=DEFAULT_WINDOW,
+                       help=f"largest list allowed (default: {DEFAULT_WINDOW})")
+        if name == "sft":
+            p.add_argument("--target", default=None,
+                           help="assistant target with {reasoning} and {answer} (default: "
+                                "'<think> {reasoning} </think> <answer> {answer} </answer>')")
+        p.set_defaults(handler=f"reasonrank.commands_data:cmd_{name}")
+
+
+def _console(quiet: bool) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, quiet=quiet)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from reasonrank.training.records import ensure_valid, read_training_set
+
+    data = ensure_valid(read_training_set(args.source), args.window)
+    counts: dict[str, int] = {}
+    for record in data.records:
+        counts[record.dataset] = counts.get(record.dataset, 0) + 1
+    if not args.quiet:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table()
+        table.add_column("dataset")
+        table.add_column("records", justify="right")
+        for name, n in sorted(counts.items()):
+            table.add_row(name, str(n))
+        console = Console()
+        console.print(f"{len(data.records)} records: no problems")
+        console.print(table)
+    return 0
+
+
+def _report_table(rows: list[dict[str, Any]], threshold: float) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"self-consistency filter: NDCG@10 >= {threshold}")
+    for name in ("dataset", "total", "kept", "dropped", "kept %"):
+        table.add_column(name, justify="left" if name == "dataset" else "right")
+    for row in rows:
+        table.add_row(row["dataset"], str(row["total"]), str(row["kept"]), str(row["dropped"]),
+                      f"{100 * row['kept_fraction']:.1f}")
+    return table
+
+
+def cmd_filter(args: argparse.Namespace) -> int:
+    from reasonrank.training.records import (
+        read_records,
+        records_path,
+        self_consistency_filter,
+        write_records,
+    )
+
+    result = self_consistency_filter(read_records(records_path(args.source)), args.threshold)
+    write_records(result.kept, args.output)
+    if args.dropped:
+        write_records(result.dropped, args.dropped)
+    rows = result.report()
+    if args.json:
+        sys.stdout.write(json.dumps({"threshold": args.threshold, "domains": rows}) + "\n")
+    elif not args.quiet:
+        from rich.console import Console
+
+        Console().print(_report_table(rows, args.threshold))
+    return 0
+
+
+def _progress(items: Iterable[Any], total: int, what: str, quiet: bool) -> Iterator[Any]:
+    from rich.progress import track
+
+    yield from track(items, description=what, total=total, console=_console(quiet),
+                     disable=quiet)
+
+
+def _load_for_examples(args: argparse.Namespace) -> Any:
+    from reasonrank.training.records import ensure_valid, read_training_set, self_consistency_filter
+
+    data = read_training_set(args.source)
+    if args.threshold is not None:
+        data.records = self_consistency_filter(data.records, args.threshold).kept
+    return ensure_valid(data, args.window)
+
+
+def _is_release(source: str, kind: str) -> bool:
+    path = Path(source)
+    if not path.is_file():
+        return False
+    if kind == "rl":
+        return path.name.lower().endswith((".parquet", ".pq"))
+    from reasonrank.training.records import RECORDS_FILE
+
+    if path.name == RECORDS_FILE:
+        return False
+    head = path.read_text(encoding="utf-8", errors="replace")[:4096].lstrip()
+    return head.startswith("[") or '"instruction"' in head
+
+
+def _build(args: argparse.Namespace, kind: str,
+           from_records: Callable[[Any, Any], Iterator[dict[str, Any]]],
+           from_release: Callable[[str, Any], Iterator[dict[str, Any]]]) -> int:
+    from reasonrank.backends.base import load_tokenizer
+    from reasonrank.config import DEFAULT_PASSAGE_TOKENS
+    from reasonrank.prompts import PromptBuilder
+    from reasonrank.training.examples import write_examples
+
+    tokenizer = load_tokenizer(args.tokenizer, f"building {kind.upper()} examples")
+    if _is_release(args.source, kind):
+        rows: Iterable[dict[str, Any]] = from_release(args.source, tokenizer)
+        total = None
+    else:
+        data = _load_for_examples(args)
+        builder = PromptBuilder(tokenizer, args.template,
+                                args.max_passage_tokens or DEFAULT_PASSAGE_TOKENS)
+        rows, total = from_records(data, builder), len(data.records)
+    n = write_examples(_progress(rows, total, f"{kind} examples", args.quiet), args.output)
+    if not args.quiet:
+        _console(False).print(f"wrote {n} {kind.upper()} examples to {args.output}")
+    return 0
+
+
+def cmd_sft(args: argparse.Namespace) -> int:
+    from reasonrank.training.examples import DEFAULT_TARGET, sft_examples, sft_release_examples
+
+    target = args.target or DEFAULT_TARGET
+    return _build(args, "sft", lambda data, builder: sft_examples(data, builder, target),
+                  sft_release_examples)
+
+
+def cmd_rl(args: argparse.Namespace) -> int:
+    from reasonrank.training.examples import rl_examples, rl_release_examples
+
+    return _build(args, "rl", rl_examples, rl_release_examples)
