@@ -145,6 +145,7 @@ class FakeOpenAIServer:
         faults: Iterable[Fault] = (),
         default_fault: Fault | None = None,
         answer: Callable[[str], str] = reverse_answer,
+        answer_request: Callable[[dict[str, Any]], str] | None = None,
         answer_delay: float = 0.0,
         reasoning_split: bool = False,
         include_usage: bool = True,
@@ -155,8 +156,12 @@ class FakeOpenAIServer:
 
         `reasoning_split`: chat answers put the `<think>` block's inside in
         `message.reasoning_content` and the rest in `content`, as vLLM's reasoning parsers do.
+
+        `answer_request`: when set, computes the answer from the whole parsed request body
+        (sampling settings such as `seed` included) instead of `answer` from its prompt.
         """
         self.answer = answer
+        self.answer_request = answer_request
         self.answer_delay = answer_delay
         self.reasoning_split = reasoning_split
         self.include_usage = include_usage
@@ -266,7 +271,7 @@ class FakeOpenAIServer:
 
     def _completion(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         prompt = prompt_text_of(body)
-        text = self.answer(prompt)
+        text = self.answer_request(body) if self.answer_request else self.answer(prompt)
         finish = self.finish_reason
         words = text.split()
         max_tokens = body.get("max_tokens")

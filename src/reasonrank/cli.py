@@ -24,7 +24,8 @@ _TYPES: dict[str, Any] = {"int": int, "float": float, "str": str}
 # Modules that add subcommands: each has `register(subparsers)`, which adds its parsers with
 # `set_defaults(handler="module:function")`; heavy imports stay inside the handlers.
 COMMAND_MODULES = ("reasonrank.commands_eval", "reasonrank.commands_retrieval",
-                   "reasonrank.commands_serve", "reasonrank.commands_data")
+                   "reasonrank.commands_serve", "reasonrank.commands_data",
+                   "reasonrank.commands_train", "reasonrank.commands_synth")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, groups: Sequence[str]) -> None:
