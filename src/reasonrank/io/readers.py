@@ -339,6 +339,33 @@ def read_queries(path: StrPath) -> dict[str, str]:
     return _unique_ids(path, _query_records(path), "query")
 
 
+ANSWER_FIELDS = ("answer", "gold_answer", "answers")
+
+
+def read_query_answers(path: StrPath) -> dict[str, str]:
+    """qid -> gold answer, from the `answer`, `gold_answer` or `answers` field of JSON query
+    records (a list of answers is joined with "; "); TSV queries have none."""
+    if not _is_json(path):
+        return {}
+    out: dict[str, str] = {}
+    for line, prefix, record in _json_records(path):
+        if not isinstance(record, dict):
+            continue
+        found = _first(record, QUERY_ID_FIELDS)
+        answer = _first(record, ANSWER_FIELDS)
+        if found is None or answer is None:
+            continue
+        value = answer[1]
+        if isinstance(value, list):
+            value = "; ".join(str(v) for v in value if str(v).strip())
+        elif not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise InputFormatError(path, line, f"{prefix}field {answer[0]!r} must be a string "
+                                   "or a list of strings")
+        if str(value).strip():
+            out[str(found[1])] = str(value).strip()
+    return out
+
+
 def _unique_ids(
     path: StrPath, records: Iterable[tuple[int | None, str, str, V]], what: str
 ) -> dict[str, V]:

@@ -1,4 +1,4 @@
-"""Inputs of stage 1: gold answers of the queries, passage texts and first-stage pools.
+"""Inputs of stage 1: passage texts and first-stage pools (gold answers: `reasonrank.io`).
 
 Queries, corpora and runs are read with `reasonrank.io`; retrieval uses `reasonrank.retrieval`
 (BM25 by default, dense or reciprocal rank fusion of both on request).
@@ -10,9 +10,8 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from reasonrank.errors import ConfigError, InputFormatError
-from reasonrank.io._files import StrPath
-from reasonrank.io.readers import QUERY_ID_FIELDS, Doc, _first, _is_json, _json_records
+from reasonrank.errors import ConfigError
+from reasonrank.io.readers import Doc
 from reasonrank.text import passage_content
 
 if TYPE_CHECKING:
@@ -20,33 +19,6 @@ if TYPE_CHECKING:
     from reasonrank.synth.settings import SynthSettings
 
 log = logging.getLogger(__name__)
-
-ANSWER_FIELDS = ("answer", "gold_answer", "answers")
-
-
-def read_answers(path: StrPath) -> dict[str, str]:
-    """qid -> gold answer, from the `answer`, `gold_answer` or `answers` field of JSON query
-    records (a list of answers is joined with "; "); TSV queries have none."""
-    if not _is_json(path):
-        return {}
-    out: dict[str, str] = {}
-    for line, prefix, record in _json_records(path):
-        if not isinstance(record, dict):
-            continue
-        found = _first(record, QUERY_ID_FIELDS)
-        answer = _first(record, ANSWER_FIELDS)
-        if found is None or answer is None:
-            continue
-        value = answer[1]
-        if isinstance(value, list):
-            value = "; ".join(str(v) for v in value if str(v).strip())
-        elif not isinstance(value, str | int | float) or isinstance(value, bool):
-            raise InputFormatError(path, line, f"{prefix}field {answer[0]!r} must be a string "
-                                   "or a list of strings")
-        if str(value).strip():
-            out[str(found[1])] = str(value).strip()
-    return out
-
 
 def doc_text(doc: Doc) -> str:
     """A passage as the training data stores it: title folded in as the engine does.

@@ -202,10 +202,11 @@ class Synthesizer:
                             self.records("candidates"), self.failures)
 
     def _candidates(self) -> None:
-        from reasonrank.synth.inputs import doc_text, first_stage_run, read_answers
+        from reasonrank.io.readers import read_query_answers
+        from reasonrank.synth.inputs import doc_text, first_stage_run
 
         queries = self._queries()
-        answers = read_answers(self.settings.queries)
+        answers = read_query_answers(self.settings.queries)
         todo = self.pending("candidates")
         total = len(queries)
         self.tick("candidates", total - len(todo), total)

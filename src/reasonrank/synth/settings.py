@@ -15,8 +15,8 @@ from typing import Any
 
 from reasonrank.config import ENDPOINTS
 from reasonrank.errors import ConfigError
+from reasonrank.settings_file import build_settings, parse_overrides, read_yaml
 from reasonrank.synth.assembly import MAX_LIST_SIZE, ListSpec
-from reasonrank.training.settings import _read_yaml, _yaml_scalar, build_settings
 
 STAGES = ("candidates", "positives", "negatives", "assemble", "label", "export")
 """The stages, in order; `reasonrank synth all` runs them all."""
@@ -174,16 +174,10 @@ def merge_settings(saved: Mapping[str, Any] | None, config: str | Path | None,
     values: dict[str, Any] = dict(saved or {})
     if config is not None:
         path = Path(config)
-        values.update(_resolve_paths(_read_yaml(path), path.resolve().parent))
-    cli: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"override {item!r} is not key=value")
-        cli[key.strip()] = _yaml_scalar(raw, key)
-    values.update(_resolve_paths(cli, Path.cwd()))
+        values.update(_resolve_paths(read_yaml(path, "synth"), path.resolve().parent))
+    values.update(_resolve_paths(parse_overrides(overrides, "synth"), Path.cwd()))
     source = str(config) if config is not None else "settings"
-    return build_settings(SynthSettings, values, source=source)  # type: ignore[arg-type]
+    return build_settings(SynthSettings, values, source=source)
 
 
 def output_conflicts(saved: SynthSettings, new: SynthSettings,

@@ -12,7 +12,7 @@ What a training run leaves in `output_dir`:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,22 @@ def resolve_resume(resume: bool | str, output_dir: str | Path) -> str | None:
         raise ConfigError(f"resume: {path} is not a Trainer checkpoint (no trainer_state.json); "
                           "use resume: true for the latest checkpoint in output_dir")
     return str(path)
+
+
+def run_training(build: Callable[[Any, Sequence[Any]], Any], settings: Any,
+                 callbacks: Sequence[Any] = ()) -> TrainResult:
+    """Build a trainer with `build(settings, callbacks)`, train (resuming as `settings.resume`
+    says), save its state and the checkpoint the reranker loads."""
+    resume = resolve_resume(settings.resume, settings.output_dir)  # fail before loading
+    trainer = build(settings, callbacks)
+    output = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_state()
+    final, adapter = save_final(trainer, settings, trainer.processing_class)
+    return TrainResult(
+        output_dir=Path(settings.output_dir), final_checkpoint=final,
+        global_step=trainer.state.global_step, metrics=dict(output.metrics),
+        log_history=list(trainer.state.log_history), resumed_from=resume, adapter_dir=adapter,
+    )
 
 
 def ensure_eos(model: Any, tokenizer: Any, extra: Iterable[int] = ()) -> list[int]:

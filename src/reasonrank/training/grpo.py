@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from reasonrank.errors import ConfigError, InputFormatError, require
-from reasonrank.training.checkpoint import TrainResult, resolve_resume, save_final
+from reasonrank.training.checkpoint import TrainResult, run_training
 from reasonrank.training.settings import GRPOSettings
 from reasonrank.training.sft import check_file, load_tokenizer, quiet_console
 
@@ -246,13 +246,4 @@ def build_grpo_trainer(settings: GRPOSettings, callbacks: Sequence[Any] = ()) ->
 def train_grpo(settings: GRPOSettings, callbacks: Sequence[Any] = ()) -> TrainResult:
     """Run GRPO; save the model the reranker loads (`output_dir/final`, or `merged` for
     LoRA). `global_step` counts optimizer steps (`updates_per_step` per rollout step)."""
-    resume = resolve_resume(settings.resume, settings.output_dir)  # fail before loading
-    trainer = build_grpo_trainer(settings, callbacks)
-    output = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_state()
-    final, adapter = save_final(trainer, settings, trainer.processing_class)
-    return TrainResult(
-        output_dir=Path(settings.output_dir), final_checkpoint=final,
-        global_step=trainer.state.global_step, metrics=dict(output.metrics),
-        log_history=list(trainer.state.log_history), resumed_from=resume, adapter_dir=adapter,
-    )
+    return run_training(build_grpo_trainer, settings, callbacks)

@@ -31,15 +31,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from reasonrank.errors import ConfigError, require
+from reasonrank.settings_file import build_settings, parse_overrides, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -399,107 +398,8 @@ def load_settings(path: str | Path | None, kind: Literal["sft", "grpo"] | str,
     cls = settings_class(kind)
     values: dict[str, Any] = {}
     if path is not None:
-        values.update(_read_yaml(Path(path)))
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"override {item!r} is not key=value")
-        values[key.strip()] = _yaml_scalar(raw, key)
+        values.update(read_yaml(Path(path), "train"))
+    values.update(parse_overrides(overrides, "train"))
     settings = build_settings(cls, values, source=str(path) if path else "overrides")
     settings.check_required()
     return settings
-
-
-def build_settings(cls: type[TrainSettings], values: typing.Mapping[str, Any],
-                   source: str = "settings") -> Any:
-    """`cls(**values)` with unknown keys rejected and each value checked against its type."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}; valid settings "
-                          f"for {cls.__name__}: {', '.join(sorted(fields))}")
-    hints = typing.get_type_hints(cls)
-    coerced = {name: _coerce(name, value, hints[name]) for name, value in values.items()}
-    return cls(**coerced)
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    yaml = require("yaml", "train", "reading training configs")
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
-    return {str(k): v for k, v in data.items()}
-
-
-def _yaml_scalar(raw: str, key: str) -> Any:
-    yaml = require("yaml", "train", "reading training configs")
-    try:
-        return yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        raise ConfigError(f"override {key}={raw!r}: not a valid value") from None
-
-
-def _type_name(tp: Any) -> str:
-    args = typing.get_args(tp)
-    if args:
-        return " or ".join("null" if a is type(None) else a.__name__ for a in args)
-    return tp.__name__
-
-
-def _coerce(name: str, value: Any, tp: Any) -> Any:
-    """Check `value` against the field type `tp`, converting what YAML leaves ambiguous
-    (a `5e-6` YAML 1.1 reads as a string; an integer where a float is expected)."""
-    options = typing.get_args(tp) if isinstance(tp, types.UnionType) else (tp,)
-    if value is None and type(None) in options:
-        return None
-    for option in options:
-        converted = _convert(value, option)
-        if converted is not _FAIL:
-            return converted
-    raise ConfigError(f"setting {name} must be {_type_name(tp)}, got {value!r}")
-
-
-_FAIL = object()
-
-
-def _convert(value: Any, tp: Any) -> Any:
-    if tp is bool:
-        return value if isinstance(value, bool) else _FAIL
-    if isinstance(value, bool):
-        return _FAIL
-    if tp is int:
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                return _FAIL
-        return _FAIL
-    if tp is float:
-        if isinstance(value, int | float):
-            result = float(value)
-        elif isinstance(value, str):
-            try:
-                result = float(value)
-            except ValueError:
-                return _FAIL
-        else:
-            return _FAIL
-        return result if math.isfinite(result) else _FAIL
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        return _FAIL
-    return _FAIL

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from reasonrank.errors import ConfigError, InputFormatError, require
-from reasonrank.training.checkpoint import TrainResult, resolve_resume, save_final
+from reasonrank.training.checkpoint import TrainResult, run_training
 from reasonrank.training.settings import SFTSettings
 
 log = logging.getLogger(__name__)
@@ -113,13 +113,4 @@ def _warn_truncated(dataset: Any, max_length: int) -> None:
 
 def train_sft(settings: SFTSettings, callbacks: Sequence[Any] = ()) -> TrainResult:
     """Run SFT; save the model the reranker loads (`output_dir/final`, or `merged` for LoRA)."""
-    resume = resolve_resume(settings.resume, settings.output_dir)  # fail before loading
-    trainer = build_sft_trainer(settings, callbacks)
-    output = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_state()
-    final, adapter = save_final(trainer, settings, trainer.processing_class)
-    return TrainResult(
-        output_dir=Path(settings.output_dir), final_checkpoint=final,
-        global_step=trainer.state.global_step, metrics=dict(output.metrics),
-        log_history=list(trainer.state.log_history), resumed_from=resume, adapter_dir=adapter,
-    )
+    return run_training(build_sft_trainer, settings, callbacks)
