@@ -46,8 +46,12 @@ def register(sub: Any) -> None:  # argparse's subparsers action
 
 
 def _quiet() -> None:
-    """Silence the libraries' progress bars and info logs."""
+    """Silence the libraries' progress bars, info logs and deprecation warnings."""
+    import warnings
+
     import transformers
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()

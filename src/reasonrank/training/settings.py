@@ -175,6 +175,7 @@ class TrainSettings:
             "report_to": [] if self.report_to == "none" else
             [r.strip() for r in self.report_to.split(",") if r.strip()],
             "dataloader_num_workers": self.dataloader_workers,
+            "dataloader_pin_memory": not self.use_cpu and _has_accelerator(),
             "disable_tqdm": self.progress != "bar",
             "eval_strategy": "steps" if self.eval_file else "no",
             "eval_steps": self.save_steps if self.eval_file else None,
@@ -363,6 +364,11 @@ def resolve_precision(precision: str, use_cpu: bool = False) -> str:
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16"
     return "fp32"
+
+
+def _has_accelerator() -> bool:
+    torch = require("torch", "train", "training")
+    return bool(torch.cuda.is_available())
 
 
 def _at_least(settings: Any, name: str, minimum: int) -> None:
