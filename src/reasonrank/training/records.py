@@ -298,14 +298,15 @@ def record_problems(record: TrainingRecord, window: int = DEFAULT_WINDOW) -> Ite
         dups = _duplicates(getattr(record, name))
         if dups:
             yield "duplicate ids", f"{name} repeats {', '.join(dups[:5])}"
-    if set(record.final_list) != set(record.initial_list):
-        extra = [d for d in record.final_list if d not in set(record.initial_list)]
-        lost = [d for d in record.initial_list if d not in set(record.final_list)]
+    shown, ranked = set(record.initial_list), set(record.final_list)
+    if ranked != shown:
+        extra = [d for d in record.final_list if d not in shown]
+        lost = [d for d in record.initial_list if d not in ranked]
         detail = "; ".join(part for part in (
             f"not in initial_list: {', '.join(extra[:5])}" if extra else "",
             f"missing from final_list: {', '.join(lost[:5])}" if lost else "") if part)
         yield "list mismatch", f"final_list is not a permutation of initial_list ({detail})"
-    stray = [d for d in record.relevant_docids if d not in set(record.initial_list)]
+    stray = [d for d in record.relevant_docids if d not in shown]
     if stray:
         yield "unknown relevant id", f"relevant_docids not in initial_list: {', '.join(stray[:5])}"
     if not record.reasoning.strip():
