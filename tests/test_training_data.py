@@ -30,6 +30,7 @@ from reasonrank.training.records import (
     read_records,
     read_training_set,
     self_consistency_filter,
+    split_records,
     write_training_set,
 )
 from training_fixture import LAYOUT, expected_ndcg, record_dicts, write_fixture
@@ -206,6 +207,27 @@ def test_write_training_set_round_trips(data_dir: Path, tmp_path: Path) -> None:
     assert [copy.doc_texts(r) for r in copy.records] == [data.doc_texts(r)
                                                           for r in data.records[:4]]
     assert ensure_valid(copy) is copy
+
+
+def test_split_halves_each_domain(data_dir: Path, tmp_path: Path) -> None:
+    records = read_training_set(data_dir).records
+    first, second = split_records(records, 0.5, seed=7)
+    assert sorted(r.qid for r in first + second) == sorted(r.qid for r in records)
+    assert not {r.qid for r in first} & {r.qid for r in second}
+    for part in (first, second):  # 4 biology, 4 math-qa, 2 msmarco -> 2, 2, 1 each
+        assert sorted(r.dataset for r in part) == ["biology"] * 2 + ["math-qa"] * 2 + ["msmarco"]
+        assert part == sorted(part, key=records.index)  # input order kept
+    assert split_records(records, 0.5, seed=7) == (first, second)
+    assert split_records(records, 0.5, seed=8) != (first, second)
+    assert split_records(records, 1.0)[1] == [] and split_records(records, 0.0)[0] == []
+    a, b = data_dir / "sft_part.jsonl", data_dir / "rl_part.jsonl"
+    assert main(["data", "split", str(data_dir), "--seed", "7", "--output", str(a), str(b),
+                 "-q"]) == 0
+    lines = (data_dir / "training_data_all.jsonl").read_text(encoding="utf-8").splitlines()
+    assert a.read_text(encoding="utf-8").splitlines() == [lines[r.line - 1] for r in first]
+    assert len(read_training_set(b).records) == len(second)  # its tables are beside it
+    assert main(["data", "split", str(data_dir), "--fraction", "1.5", "--output", str(a),
+                 str(b)]) == 2
 
 
 # --- SFT and RL examples --------------------------------------------------------------------

@@ -39,6 +39,17 @@ def register(sub: Any) -> None:  # argparse's subparsers action
     fi.add_argument("--json", action="store_true", help="print the report as JSON")
     fi.set_defaults(handler="reasonrank.commands_data:cmd_filter")
 
+    sp = dsub.add_parser("split", help="split records in two per domain (e.g. SFT and RL "
+                         "halves, as released)")
+    source(sp, "")
+    sp.add_argument("--fraction", type=float, default=0.5,
+                    help="share of each domain in the first part (default: 0.5)")
+    sp.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
+    sp.add_argument("--output", nargs=2, required=True, metavar=("FIRST", "SECOND"),
+                    help="the two record files (put them beside id_query/ and id_doc/ to "
+                         "build examples from them)")
+    sp.set_defaults(handler="reasonrank.commands_data:cmd_split")
+
     for name, what, extra in (
             ("sft", "SFT examples (prompt, completion)", ", or the released SFT file "
              "(alpaca JSON: system, instruction, output)"),
@@ -122,6 +133,24 @@ def cmd_filter(args: argparse.Namespace) -> int:
         from rich.console import Console
 
         Console().print(_report_table(rows, args.threshold))
+    return 0
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    from reasonrank.errors import ConfigError
+    from reasonrank.training.records import read_records, records_path, split_records, write_records
+
+    if not 0.0 <= args.fraction <= 1.0:
+        raise ConfigError(f"--fraction must be in [0, 1], got {args.fraction}")
+    first, second = split_records(read_records(records_path(args.source)), args.fraction,
+                                  args.seed)
+    write_records(first, args.output[0])
+    write_records(second, args.output[1])
+    if not args.quiet:
+        from rich.console import Console
+
+        Console().print(f"{len(first)} records -> {args.output[0]}, {len(second)} records -> "
+                        f"{args.output[1]}")
     return 0
 
 

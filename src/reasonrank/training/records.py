@@ -399,3 +399,24 @@ def self_consistency_filter(records: Iterable[TrainingRecord],
             result.dropped.append(record)
             counts.dropped += 1
     return result
+
+
+def split_records(records: Sequence[TrainingRecord], fraction: float = 0.5,
+                  seed: int = 42) -> tuple[list[TrainingRecord], list[TrainingRecord]]:
+    """Split records in two (e.g. SFT and RL, as the releases halve the 13k set), `fraction`
+    of each domain in the first part, chosen at random with `seed`; both parts keep the input
+    order. Deterministic for the same records, fraction and seed."""
+    import random
+
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    by_domain: dict[str, list[int]] = {}
+    for i, record in enumerate(records):
+        by_domain.setdefault(record.dataset, []).append(i)
+    first: set[int] = set()
+    for name in sorted(by_domain):
+        indices = by_domain[name]
+        rng = random.Random(f"{seed}:{name}")
+        first.update(rng.sample(indices, round(fraction * len(indices))))
+    return ([r for i, r in enumerate(records) if i in first],
+            [r for i, r in enumerate(records) if i not in first])
