@@ -664,3 +664,26 @@ def test_settings_from_yaml_paths_and_types(tmp_path: Path) -> None:
         merge_settings(None, None, ["retriever=splade"])
     with pytest.raises(ConfigError, match="needs the setting"):
         merge_settings(None, None, []).check_required("label")
+
+
+def test_exported_examples_train_and_rerank(clean_run: Run, tiny_qwen_dir: Path,
+                                            tmp_path: Path) -> None:
+    """The model builder's whole path: synthesised SFT examples train a model (one step) that
+    the reranker then loads."""
+    pytest.importorskip("trl")
+    from reasonrank.reranker import Reranker
+    from reasonrank.training.settings import SFTSettings
+    from reasonrank.training.sft import train_sft
+
+    result = train_sft(SFTSettings(
+        model=str(tiny_qwen_dir), train_file=str(clean_run.workdir / "export" / "sft.jsonl"),
+        output_dir=str(tmp_path / "sft"), max_steps=1, gradient_accumulation=1,
+        precision="fp32", use_cpu=True, gradient_checkpointing=False, progress="none",
+        warmup_ratio=0.0, logging_steps=1))
+    assert result.global_step == 1 and result.last("loss") is not None
+    data = read_training_set(clean_run.workdir / "export")
+    record = data.records[0]
+    with Reranker(str(result.final_checkpoint), backend="hf", max_new_tokens=4,
+                  max_passage_tokens=16, device="cpu") as rr:
+        ranked = rr.rerank(data.query_text(record), data.doc_texts(record))
+    assert len(ranked) == len(record.initial_list)
