@@ -304,6 +304,16 @@ class HoldingTeacher:
         return self.teacher(body)
 
 
+def start_until_held(command: list[str], teacher: HoldingTeacher,
+                     **popen: Any) -> subprocess.Popen:
+    """Start the run; return once two requests (the concurrency) are held by the teacher."""
+    proc = subprocess.Popen(command, **popen)
+    deadline = time.monotonic() + 120
+    while len(teacher.held) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proc
+
+
 def test_kill_midway_and_resume(clean_run: Run, inputs: Inputs, tmp_path: Path) -> None:
     teacher = HoldingTeacher(hold_after=25)
     workdir = tmp_path / "wd"
@@ -312,15 +322,9 @@ def test_kill_midway_and_resume(clean_run: Run, inputs: Inputs, tmp_path: Path) 
         command = [*cli_command(), "all", "--workdir", str(workdir), "--config", str(config),
                    "-q"]
         with open(tmp_path / "first.log", "wb") as log:
-            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-            deadline = time.monotonic() + 120
-            while not teacher.held and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            # once both request slots wait on held requests, every answer sent is cached (a
-            # slot is freed only after its answer is written)
-            deadline = time.monotonic() + 10
-            while len(teacher.held) < 2 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            proc = start_until_held(command, teacher, stdout=log, stderr=subprocess.STDOUT)
+            # both request slots wait on held requests: every answer sent is cached (a slot is
+            # freed only after its answer is written)
             time.sleep(0.2)
             assert proc.poll() is None, (tmp_path / "first.log").read_text()
             os.kill(proc.pid, signal.SIGKILL)
@@ -357,11 +361,8 @@ def test_stop_signal_waits_for_answers_in_flight(clean_run: Run, inputs: Inputs,
         config = write_config(tmp_path / "synth.yaml", inputs, server.url, concurrency=2)
         command = [*cli_command(), "all", "--workdir", str(workdir), "--config", str(config),
                    "-q"]
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
-        deadline = time.monotonic() + 120
-        while len(teacher.held) < 2 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        proc = start_until_held(command, teacher, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
         assert proc.poll() is None
         proc.send_signal(sig)
         time.sleep(0.5)  # the signal is handled while both requests are still held
