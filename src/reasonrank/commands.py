@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from reasonrank.cli import config_from_args, print_json
+from reasonrank.cli import config_from_args, print_json, progress_bar
 from reasonrank.errors import InputFormatError
 from reasonrank.runner import RunSummary, rerank_to_files
 from reasonrank.types import ParseStatus
@@ -31,7 +30,7 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     traces = args.traces or f"{args.output}.traces.jsonl"
     reranker = None if args.ray else Reranker(config=config)
     try:
-        with _progress(args.quiet) as progress:
+        with progress_bar(args.quiet) as progress:
             task = progress.add_task("reranking", total=len(requests))
 
             def advance(_result: object) -> None:
@@ -108,7 +107,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         err.print("Loading the model (a tiny CPU model: it shows the mechanics, not quality)...")
     config = RerankConfig(model=model, backend=args.backend, max_new_tokens=args.max_new_tokens,
                           batch_size=len(requests), concurrency=len(requests))
-    with Reranker(config=config) as reranker, _progress(args.quiet) as progress:
+    with Reranker(config=config) as reranker, progress_bar(args.quiet) as progress:
         task = progress.add_task("reranking", total=len(requests))
         by_index = {}
         for index, result in reranker.rerank_iter(requests):
@@ -157,13 +156,6 @@ def _quiet_libraries() -> None:
     except ImportError:
         return
     hf_logging.disable_progress_bar()
-
-
-def _progress(quiet: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=err, disable=quiet, transient=False,
-    )
 
 
 def _print_summary(s: RunSummary, output: str, traces: str) -> None:

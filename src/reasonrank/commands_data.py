@@ -154,11 +154,12 @@ def cmd_split(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress(items: Iterable[Any], total: int, what: str, quiet: bool) -> Iterator[Any]:
-    from rich.progress import track
+def _progress(items: Iterable[Any], total: int | None, what: str, quiet: bool
+              ) -> Iterator[Any]:
+    from reasonrank.cli import progress_bar
 
-    yield from track(items, description=what, total=total, console=_console(quiet),
-                     disable=quiet)
+    with progress_bar(quiet) as bar:
+        yield from bar.track(items, total=total, description=what)
 
 
 def _load_for_examples(args: argparse.Namespace) -> Any:
@@ -180,7 +181,8 @@ def _is_release(source: str, kind: str) -> bool:
 
     if path.name == RECORDS_FILE:
         return False
-    head = path.read_text(encoding="utf-8", errors="replace")[:4096].lstrip()
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        head = fh.read(4096).lstrip()
     return head.startswith("[") or '"instruction"' in head
 
 

@@ -85,16 +85,9 @@ def _say(message: str) -> None:
 
 def _progress(quiet: bool, description: str, total: int) -> tuple[AbstractContextManager[Any], Any]:
     """A rich progress bar on stderr and a callback advancing it by n."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from reasonrank.cli import progress_bar
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), console=_console(), disable=quiet, transient=True)
+    bar = progress_bar(quiet, transient=True)
     task = bar.add_task(description, total=total)
     return bar, lambda n: bar.advance(task, n)
 

@@ -40,18 +40,9 @@ class _Bars:
     """A rich progress bar per stage on stderr; callable as the pipeline's progress hook."""
 
     def __init__(self, quiet: bool) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
+        from reasonrank.cli import progress_bar
 
-        self.bar = Progress(TextColumn("{task.description:<10}"), BarColumn(),
-                            MofNCompleteColumn(), TimeElapsedColumn(),
-                            console=Console(stderr=True), disable=quiet)
+        self.bar = progress_bar(quiet, description="{task.description:<10}")
         self.tasks: dict[str, Any] = {}
 
     def __call__(self, stage: str, completed: int, total: int) -> None:

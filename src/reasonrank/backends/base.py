@@ -97,14 +97,19 @@ def backend_class(name: str) -> type[Backend]:
     return getattr(importlib.import_module(module_name), attr)
 
 
-def load_tokenizer(name_or_path: str, purpose: str = "prompt rendering") -> Any:
-    """`AutoTokenizer.from_pretrained`, with a GGUF file path understood as `gguf_file=`."""
-    from reasonrank.errors import require
+def load_tokenizer(name_or_path: str, purpose: str = "prompt rendering",
+                   extra: str = "hf") -> Any:
+    """`AutoTokenizer.from_pretrained`, with a GGUF file path understood as `gguf_file=`; a
+    tokenizer that cannot load is a `ConfigError` naming it."""
+    from reasonrank.errors import ConfigError, require
 
-    transformers = require("transformers", "hf", purpose)
+    transformers = require("transformers", extra, purpose)
     directory, gguf = split_gguf_path(name_or_path)
     kwargs = {"gguf_file": gguf} if gguf else {}
-    return transformers.AutoTokenizer.from_pretrained(directory, **kwargs)
+    try:
+        return transformers.AutoTokenizer.from_pretrained(directory, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"could not load the tokenizer of {name_or_path!r}: {exc}") from exc
 
 
 def split_gguf_path(name_or_path: str) -> tuple[str, str | None]:

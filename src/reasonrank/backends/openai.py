@@ -164,18 +164,7 @@ class OpenAIBackend(Backend):
     # -- requests ----------------------------------------------------------------------------
 
     def _request_body(self, prompt: Prompt, params: SamplingParams) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model}
-        if self.endpoint == "completions":
-            body["prompt"] = prompt.text
-        else:
-            body["messages"] = [dict(m) for m in prompt.messages]
-        body["max_tokens"] = params.max_new_tokens
-        body["temperature"] = params.temperature
-        body["top_p"] = params.top_p
-        if params.seed is not None:
-            body["seed"] = params.seed
-        body.update(self.extra_body)
-        return body
+        return request_body(self.model, self.endpoint, prompt, params, self.extra_body)
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -318,6 +307,24 @@ class OpenAIBackend(Backend):
             output_tokens=_int_or_none(usage.get("completion_tokens")),
             finish_reason=choice.get("finish_reason"),
         )
+
+
+def request_body(model: str, endpoint: str, prompt: Prompt, params: SamplingParams,
+                 extra_body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON body sent for one generation: the rendered prompt (completions) or the
+    messages (chat), the sampling settings, then `extra_body`."""
+    body: dict[str, Any] = {"model": model}
+    if endpoint == "completions":
+        body["prompt"] = prompt.text
+    else:
+        body["messages"] = [dict(m) for m in prompt.messages]
+    body["max_tokens"] = params.max_new_tokens
+    body["temperature"] = params.temperature
+    body["top_p"] = params.top_p
+    if params.seed is not None:
+        body["seed"] = params.seed
+    body.update(extra_body or {})
+    return body
 
 
 async def _close_at_loop_shutdown(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:

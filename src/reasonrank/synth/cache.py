@@ -13,21 +13,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from reasonrank.backends.base import Prompt, SamplingParams
+from reasonrank.backends.openai import request_body
 from reasonrank.io._files import StrPath
 from reasonrank.synth.store import JsonlLog
 
 
 def canonical_request(model: str, endpoint: str, prompt: Prompt,
                       params: SamplingParams) -> dict[str, Any]:
-    """What identifies a request: what the OpenAI backend sends for it, and the endpoint."""
-    request: dict[str, Any] = {"model": model, "endpoint": endpoint}
-    if endpoint == "completions":
-        request["prompt"] = prompt.text
-    else:
-        request["messages"] = [dict(m) for m in prompt.messages]
-    request.update(max_tokens=params.max_new_tokens, temperature=params.temperature,
-                   top_p=params.top_p, seed=params.seed)
-    return request
+    """What identifies a request: the body the OpenAI backend sends for it, and the endpoint."""
+    return {"endpoint": endpoint, **request_body(model, endpoint, prompt, params)}
 
 
 def request_key(model: str, endpoint: str, prompt: Prompt, params: SamplingParams) -> str:

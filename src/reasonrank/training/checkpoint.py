@@ -184,11 +184,10 @@ def merge_lora(adapter_dir: str | Path, output_dir: str | Path, *,
     return out
 
 
-def check_causal_lm(path: str | Path, load_weights: bool = False) -> dict[str, Any]:
+def check_causal_lm(path: str | Path) -> dict[str, Any]:
     """Check that `path` is a causal LM the reranker can load: a causal-LM config, weight
     files, a tokenizer with a chat template, and generation stopping at the tokenizer's EOS.
-    With `load_weights`, the model is also loaded (on the CPU). Returns a short summary;
-    raises `ConfigError` naming the first problem."""
+    Returns a short summary; raises `ConfigError` naming the first problem."""
     transformers = require("transformers", "train", "checking a model directory")
     directory = Path(path)
     if not directory.is_dir():
@@ -218,7 +217,4 @@ def check_causal_lm(path: str | Path, load_weights: bool = False) -> dict[str, A
                           f"{tokenizer.eos_token!r} (eos_token_id: {eos_ids})")
     summary: dict[str, Any] = {"path": str(directory), "architectures": architectures,
                                "weights": weights, "eos_token_id": eos_ids}
-    if load_weights:
-        model = transformers.AutoModelForCausalLM.from_pretrained(str(directory))
-        summary["parameters"] = sum(p.numel() for p in model.parameters())
     return summary

@@ -74,9 +74,12 @@ def completion_text(tokenizer: Any, messages: Sequence[Mapping[str, str]], targe
 
 
 def sft_row(tokenizer: Any, messages: Sequence[Mapping[str, str]], target: str,
-            dataset: str, qid: str) -> dict[str, Any]:
-    """One SFT example from chat messages (system, user) and the assistant target."""
-    return {"dataset": dataset, "qid": qid, "prompt": render_chat(tokenizer, messages),
+            dataset: str, qid: str, prompt: str | None = None) -> dict[str, Any]:
+    """One SFT example from chat messages (system, user) and the assistant target; `prompt`
+    is their rendering when the caller has it already."""
+    if prompt is None:
+        prompt = render_chat(tokenizer, messages)
+    return {"dataset": dataset, "qid": qid, "prompt": prompt,
             "completion": completion_text(tokenizer, messages, target),
             "messages": [*map(dict, messages), {"role": "assistant", "content": target}]}
 
@@ -86,10 +89,8 @@ def sft_examples(data: TrainingSet, builder: PromptBuilder,
     """SFT examples of every record: the engine's prompt, the teacher's reasoning and list."""
     for record in data.records:
         prompt = builder.render_request(record_request(data, record))
-        row = sft_row(builder.tokenizer, prompt.messages, target_text(record, target),
-                      record.dataset, record.qid)
-        row["prompt"] = prompt.text
-        yield row
+        yield sft_row(builder.tokenizer, prompt.messages, target_text(record, target),
+                      record.dataset, record.qid, prompt.text)
 
 
 def rl_examples(data: TrainingSet, builder: PromptBuilder) -> Iterator[dict[str, Any]]:
@@ -126,7 +127,7 @@ def sft_release_examples(path: StrPath, tokenizer: Any) -> Iterator[dict[str, An
 
 def _json_items(path: StrPath) -> list[dict[str, Any]]:
     if base_name(path).endswith(".jsonl"):
-        return [_object(path, n, line) for n, line in iter_lines(path) if line.strip()]
+        return read_examples(path)
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:

@@ -21,10 +21,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from reasonrank.backends.base import load_tokenizer
 from reasonrank.errors import ConfigError, InputFormatError, require
 from reasonrank.training.checkpoint import TrainResult, run_training
 from reasonrank.training.settings import GRPOSettings
-from reasonrank.training.sft import check_file, load_tokenizer, quiet_console
+from reasonrank.training.sft import check_file, quiet_console
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ def build_grpo_trainer(settings: GRPOSettings, callbacks: Sequence[Any] = ()) ->
         check_file(settings.eval_file, "eval_file")
     if settings.use_vllm:
         require("vllm", "vllm", "GRPO rollouts with vLLM (use_vllm: true)")
-    tokenizer = load_tokenizer(settings.model)
+    tokenizer = load_tokenizer(settings.model, "GRPO training", extra="train")
     train = check_prompt_lengths(load_rl_dataset(settings.train_file), tokenizer,
                                  settings.max_prompt_length, settings.overlong_prompts)
     evaluation = None

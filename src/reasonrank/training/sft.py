@@ -15,24 +15,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from reasonrank.backends.base import load_tokenizer
 from reasonrank.errors import ConfigError, InputFormatError, require
 from reasonrank.training.checkpoint import TrainResult, run_training
 from reasonrank.training.settings import SFTSettings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_sft_trainer", "load_sft_dataset", "load_tokenizer", "train_sft"]
+__all__ = ["build_sft_trainer", "load_sft_dataset", "train_sft"]
 
 SFT_COLUMNS = ("prompt", "completion")
-
-
-def load_tokenizer(model: str) -> Any:
-    """The tokenizer of `model` (hub id or path), as a `ConfigError` when it cannot load."""
-    transformers = require("transformers", "train", "training")
-    try:
-        return transformers.AutoTokenizer.from_pretrained(model)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"could not load the tokenizer of model {model!r}: {exc}") from exc
 
 
 def check_file(path: str, name: str) -> Path:
@@ -70,7 +62,7 @@ def build_sft_trainer(settings: SFTSettings, callbacks: Sequence[Any] = ()) -> A
     check_file(settings.train_file, "train_file")
     if settings.eval_file:
         check_file(settings.eval_file, "eval_file")
-    tokenizer = load_tokenizer(settings.model)
+    tokenizer = load_tokenizer(settings.model, "SFT training", extra="train")
     eos = settings.eos_token or tokenizer.eos_token
     if eos is None or eos not in tokenizer.get_vocab():
         raise ConfigError(f"eos_token {eos!r} is not a token of {settings.model}'s tokenizer")
