@@ -279,6 +279,49 @@ def test_one_run_per_workdir(tmp_path: Path) -> None:
     workdir.lock().close()
 
 
+def test_data_sft_defaults_to_the_teachers_prompts(inputs: Inputs, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """`synth all` with short passages, then `data sft|rl EXPORT` with no option: each prompt
+    is byte for byte the labelling prompt the server received (completions endpoint: the
+    rendered text)."""
+    topics = TOPICS[:2]
+    root = tmp_path / "in"
+    root.mkdir()
+    make_corpus(root, topics)
+    teacher = FakeTeacher(SEED, topics=topics)
+    with FakeOpenAIServer(answer_request=teacher) as server:
+        config = write_config(tmp_path / "synth.yaml", Inputs(root, inputs.tokenizer),
+                              server.url, endpoint="completions", max_passage_tokens=12)
+        rc, _, err = run_cli("all", "--workdir", str(tmp_path / "wd"), "--config",
+                             str(config), "-q")
+    assert rc == 0, err
+    labelled = {b["prompt"] for b in (r.body for r in server.requests)
+                if teacher.stage_of(b["prompt"]) == "label"}
+    export = tmp_path / "wd" / "export"
+    recorded = json.loads((export / "prompt_settings.json").read_text())
+    assert recorded["max_passage_tokens"] == 12 and recorded["template"] == "reasoning"
+    assert recorded["tokenizer"] == str(inputs.tokenizer)
+    # id_doc/ keeps the full passages: the recorded length is what reproduces the prompts
+    data = read_training_set(export)
+    assert any("after the rain" in t for r in data.records for t in data.doc_texts(r))
+    assert all("after the rain" not in p for p in labelled)
+    for kind in ("sft", "rl"):
+        output = tmp_path / f"{kind}.jsonl"
+        assert cli.main(["data", kind, str(export), "--output", str(output), "-q"]) == 0
+        rows = read_examples(output)
+        assert len(rows) == len(data.records) == len(labelled) == 2
+        assert {row["prompt"] for row in rows} == labelled
+        assert rows == read_examples(export / f"{kind}.jsonl")  # what synth exported
+        assert rows[0]["prompt_format"] == recorded
+    # another length renders other prompts, and says so
+    caplog.clear()
+    longer = tmp_path / "longer.jsonl"
+    assert cli.main(["data", "sft", str(export), "--max-passage-tokens", "512", "--output",
+                     str(longer), "-q"]) == 0
+    assert not {row["prompt"] for row in read_examples(longer)} & labelled
+    assert "max_passage_tokens 12 -> 512" in caplog.text
+
+
 # --- interruptions ----------------------------------------------------------------------------
 
 
@@ -647,6 +690,30 @@ def test_teacher_client_caches_shares_and_stops(tmp_path: Path) -> None:
     assert ledger.spent_tokens >= 30
 
 
+def test_examples_checked_against_the_models_chat_template(qwen_tokenizer: Any) -> None:
+    from reasonrank.training.prompt_format import (
+        PromptFormat,
+        chat_template_digest,
+        check_examples,
+    )
+
+    ours = PromptFormat("reasoning", 512, "tok", chat_template_digest(qwen_tokenizer))
+    rows = [{"prompt": "p", "prompt_format": ours.to_dict()}, {"prompt": "q"}]
+    assert check_examples(rows, qwen_tokenizer, "m", "f.jsonl") == []
+
+    class Other:
+        chat_template = "{{ messages }}"
+
+    warnings = check_examples(rows, Other(), "other-model", "f.jsonl")
+    assert len(warnings) == 1 and "not other-model's" in warnings[0]
+    assert "--tokenizer other-model" in warnings[0]
+    short = [{"prompt_format": {**ours.to_dict(), "max_passage_tokens": 48}}]
+    assert "--max-passage-tokens 48" in check_examples(short, qwen_tokenizer, "m", "f")[0]
+    assert ours.differences(PromptFormat("rankgpt", 48, "x", "other")) == [
+        "template reasoning -> rankgpt", "max_passage_tokens 512 -> 48",
+        "chat template of tok -> that of x"]
+
+
 def test_settings_from_yaml_paths_and_types(tmp_path: Path) -> None:
     (tmp_path / "conf").mkdir()
     config = tmp_path / "conf" / "synth.yaml"
@@ -668,7 +735,8 @@ def test_settings_from_yaml_paths_and_types(tmp_path: Path) -> None:
 
 
 def test_exported_examples_train_and_rerank(clean_run: Run, tiny_qwen_dir: Path,
-                                            tmp_path: Path) -> None:
+                                            tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
     """The model builder's whole path: synthesised SFT examples train a model (one step) that
     the reranker then loads."""
     pytest.importorskip("trl")
@@ -682,6 +750,9 @@ def test_exported_examples_train_and_rerank(clean_run: Run, tiny_qwen_dir: Path,
         precision="fp32", use_cpu=True, gradient_checkpointing=False, progress="none",
         warmup_ratio=0.0, logging_steps=1))
     assert result.global_step == 1 and result.last("loss") is not None
+    # the examples say how their prompts were rendered: the same chat template as the
+    # model's (no warning about it), passages cut to 128 tokens (the rerank flag is named)
+    assert "--max-passage-tokens 128" in caplog.text and "chat template" not in caplog.text
     data = read_training_set(clean_run.workdir / "export")
     record = data.records[0]
     with Reranker(str(result.final_checkpoint), backend="hf", max_new_tokens=4,

@@ -57,12 +57,16 @@ def register(sub: Any) -> None:  # argparse's subparsers action
              "parquet (chat prompt, initial_list, final_list, relevant_docids)")):
         p = dsub.add_parser(name, help=f"build {what} from records and texts")
         source(p, extra)
-        p.add_argument("--tokenizer", required=True,
-                       help="tokenizer id or path of the model to train (its chat template)")
+        p.add_argument("--tokenizer", default=None,
+                       help="tokenizer id or path of the model to train (its chat template; "
+                            "default: the one SOURCE's prompt_settings.json records; required "
+                            "without it)")
         p.add_argument("--output", required=True, help="examples to write (.jsonl or .parquet)")
         p.add_argument("--max-passage-tokens", type=int, default=None,
-                       help="truncate passages to N tokens (default 512, as at inference)")
-        p.add_argument("--template", default="reasoning", help="prompt template")
+                       help="truncate passages to N tokens (default: the length SOURCE's "
+                            "prompt_settings.json records, else 512 as at inference)")
+        p.add_argument("--template", default=None,
+                       help="prompt template (default: the recorded one, else reasoning)")
         p.add_argument("--threshold", type=float, default=None,
                        help="apply the self-consistency filter first (e.g. 0.4)")
         p.add_argument("--window", type=int, default=DEFAULT_WINDOW,
@@ -186,23 +190,63 @@ def _is_release(source: str, kind: str) -> bool:
     return head.startswith("[") or '"instruction"' in head
 
 
-def _build(args: argparse.Namespace, kind: str,
-           from_records: Callable[[Any, Any], Iterator[dict[str, Any]]],
-           from_release: Callable[[str, Any], Iterator[dict[str, Any]]]) -> int:
+def _prompt_format(args: argparse.Namespace, data: Any) -> tuple[Any, Any]:
+    """The tokenizer and `PromptFormat` for examples of `data`: the options given, else what
+    its `prompt_settings.json` records (the teacher's prompts), else the inference defaults.
+    A given option that renders other prompts than the recorded ones is warned about."""
+    import logging
+
     from reasonrank.backends.base import load_tokenizer
     from reasonrank.config import DEFAULT_PASSAGE_TOKENS
+    from reasonrank.errors import ConfigError
+    from reasonrank.training.prompt_format import PROMPT_FILE, PromptFormat, chat_template_digest
+
+    recorded = data.prompt_format
+    name = args.tokenizer or (recorded.tokenizer if recorded is not None else None)
+    if not name:
+        raise ConfigError(f"--tokenizer is required: {args.source} has no {PROMPT_FILE} "
+                          "recording the tokenizer its prompts were rendered with")
+    try:
+        tokenizer = load_tokenizer(name, f"building {args.kind.upper()} examples")
+    except ConfigError as exc:
+        if args.tokenizer:
+            raise
+        raise ConfigError(f"{exc} (the tokenizer {PROMPT_FILE} records; pass --tokenizer "
+                          "with a copy of it)") from None
+    fmt = PromptFormat(
+        args.template or (recorded.template if recorded is not None else "reasoning"),
+        args.max_passage_tokens or (recorded.max_passage_tokens if recorded is not None
+                                    else DEFAULT_PASSAGE_TOKENS),
+        name, chat_template_digest(tokenizer))
+    changed = recorded.differences(fmt) if recorded is not None else []
+    if changed:
+        logging.getLogger("reasonrank").warning(
+            "these %s prompts differ from the ones %s records (%s): %s; drop the option(s) "
+            "to train on the prompts the teacher answered", args.kind.upper(), PROMPT_FILE,
+            recorded.describe(), "; ".join(changed))
+    return tokenizer, fmt
+
+
+def _build(args: argparse.Namespace, kind: str,
+           from_records: Callable[[Any, Any, Any], Iterator[dict[str, Any]]],
+           from_release: Callable[[str, Any], Iterator[dict[str, Any]]]) -> int:
+    from reasonrank.backends.base import load_tokenizer
+    from reasonrank.errors import ConfigError
     from reasonrank.prompts import PromptBuilder
     from reasonrank.training.examples import write_examples
 
-    tokenizer = load_tokenizer(args.tokenizer, f"building {kind.upper()} examples")
+    args.kind = kind
     if _is_release(args.source, kind):
+        if not args.tokenizer:
+            raise ConfigError(f"--tokenizer is required to build examples from {args.source}")
+        tokenizer = load_tokenizer(args.tokenizer, f"building {kind.upper()} examples")
         rows: Iterable[dict[str, Any]] = from_release(args.source, tokenizer)
         total = None
     else:
         data = _load_for_examples(args)
-        builder = PromptBuilder(tokenizer, args.template,
-                                args.max_passage_tokens or DEFAULT_PASSAGE_TOKENS)
-        rows, total = from_records(data, builder), len(data.records)
+        tokenizer, fmt = _prompt_format(args, data)
+        builder = PromptBuilder(tokenizer, fmt.template, fmt.max_passage_tokens)
+        rows, total = from_records(data, builder, fmt), len(data.records)
     n = write_examples(_progress(rows, total, f"{kind} examples", args.quiet), args.output)
     if not args.quiet:
         _console(False).print(f"wrote {n} {kind.upper()} examples to {args.output}")
@@ -213,11 +257,13 @@ def cmd_sft(args: argparse.Namespace) -> int:
     from reasonrank.training.examples import DEFAULT_TARGET, sft_examples, sft_release_examples
 
     target = args.target or DEFAULT_TARGET
-    return _build(args, "sft", lambda data, builder: sft_examples(data, builder, target),
+    return _build(args, "sft",
+                  lambda data, builder, fmt: sft_examples(data, builder, target, fmt),
                   sft_release_examples)
 
 
 def cmd_rl(args: argparse.Namespace) -> int:
     from reasonrank.training.examples import rl_examples, rl_release_examples
 
-    return _build(args, "rl", rl_examples, rl_release_examples)
+    return _build(args, "rl", lambda data, builder, fmt: rl_examples(data, builder, fmt),
+                  rl_release_examples)

@@ -4,14 +4,23 @@ throughout: `TrainingRecord`, `self_consistency_filter`, `write_training_set`, `
 `sft_examples`, `rl_examples`, `write_examples`).
 
 Records follow the order of the queries; `initial_list` is the shuffled list the teacher saw,
-`final_list` its ranking and `relevant_docids` the mined positives of the list.
+`final_list` its ranking and `relevant_docids` the mined positives of the list. `id_doc/`
+holds the full passages (title folded in); `prompt_settings.json` records the template,
+`max_passage_tokens` and tokenizer the teacher's prompts were rendered with, which
+`reasonrank data sft|rl` use by default, so their prompts are the teacher's byte for byte.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from reasonrank.training.examples import rl_examples, sft_examples, write_examples
+from reasonrank.training.examples import (
+    builder_format,
+    rl_examples,
+    sft_examples,
+    write_examples,
+)
+from reasonrank.training.prompt_format import write_prompt_format
 from reasonrank.training.records import (
     TrainingRecord,
     ensure_valid,
@@ -59,13 +68,16 @@ def export(synth: Synthesizer, ctx: StageContext) -> dict[str, Any]:
     docs = {d: ctx.text(d) for r in result.kept for d in r.initial_list}
     write_training_set(root, result.kept, queries, docs)
     write_records(result.dropped, root / FILTERED_OUT)
+    fmt = builder_format(ctx.builder, settings.tokenizer)
+    write_prompt_format(root, fmt)
     data = ensure_valid(read_training_set(root), settings.list_size)
     counts: dict[str, Any] = {"records": len(records), "kept": len(result.kept),
                               "filtered_out": len(result.dropped)}
     for name, path, build in (("sft_examples", settings.sft_path, sft_examples),
                               ("rl_examples", settings.rl_path, rl_examples)):
         if path:
-            counts[name] = write_examples(build(data, ctx.builder), synth.workdir.resolve(path))
+            rows = build(data, ctx.builder, prompt_format=fmt)
+            counts[name] = write_examples(rows, synth.workdir.resolve(path))
     counts["domains"] = result.report()
     synth.tick("export", len(records), len(records))
     return counts

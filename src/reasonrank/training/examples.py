@@ -7,6 +7,9 @@ passages. Rows are plain dicts, written as JSONL or Parquet (by suffix):
 - SFT: `dataset, qid, prompt, completion, messages`; `completion` is the assistant target
   followed by the chat template's end-of-turn token (the tokenizer's EOS, once).
 - RL: `dataset, qid, prompt, messages, initial_list, final_list, relevant_docids`.
+
+Both carry `prompt_format` (template, passage length, tokenizer and a digest of its chat
+template) when the builder's settings are known; training ignores it but for a check.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 from reasonrank.errors import ConfigError, InputFormatError, require
 from reasonrank.io._files import StrPath, atomic_write, base_name, iter_lines
 from reasonrank.prompts import PromptBuilder, render_chat
+from reasonrank.training.prompt_format import PromptFormat, chat_template_digest
 from reasonrank.training.records import TrainingRecord, TrainingSet
 from reasonrank.types import Candidate, Query, Request
 
@@ -84,23 +88,33 @@ def sft_row(tokenizer: Any, messages: Sequence[Mapping[str, str]], target: str,
             "messages": [*map(dict, messages), {"role": "assistant", "content": target}]}
 
 
-def sft_examples(data: TrainingSet, builder: PromptBuilder,
-                 target: str = DEFAULT_TARGET) -> Iterator[dict[str, Any]]:
-    """SFT examples of every record: the engine's prompt, the teacher's reasoning and list."""
+def builder_format(builder: PromptBuilder, tokenizer: str) -> PromptFormat:
+    """The `PromptFormat` of a prompt builder whose tokenizer is named `tokenizer`."""
+    return PromptFormat(builder.template.name, builder.truncator.max_tokens, tokenizer,
+                        chat_template_digest(builder.tokenizer))
+
+
+def sft_examples(data: TrainingSet, builder: PromptBuilder, target: str = DEFAULT_TARGET,
+                 prompt_format: PromptFormat | None = None) -> Iterator[dict[str, Any]]:
+    """SFT examples of every record: the engine's prompt, the teacher's reasoning and list
+    (and `prompt_format`, the builder's settings, when given)."""
+    extra = {"prompt_format": prompt_format.to_dict()} if prompt_format is not None else {}
     for record in data.records:
         prompt = builder.render_request(record_request(data, record))
-        yield sft_row(builder.tokenizer, prompt.messages, target_text(record, target),
-                      record.dataset, record.qid, prompt.text)
+        yield {**sft_row(builder.tokenizer, prompt.messages, target_text(record, target),
+                         record.dataset, record.qid, prompt.text), **extra}
 
 
-def rl_examples(data: TrainingSet, builder: PromptBuilder) -> Iterator[dict[str, Any]]:
+def rl_examples(data: TrainingSet, builder: PromptBuilder,
+                prompt_format: PromptFormat | None = None) -> Iterator[dict[str, Any]]:
     """RL examples of every record: the prompt with the labels the reward needs."""
+    extra = {"prompt_format": prompt_format.to_dict()} if prompt_format is not None else {}
     for record in data.records:
         prompt = builder.render_request(record_request(data, record))
         yield {"dataset": record.dataset, "qid": record.qid, "prompt": prompt.text,
                "messages": [dict(m) for m in prompt.messages],
                "initial_list": list(record.initial_list), "final_list": list(record.final_list),
-               "relevant_docids": list(record.relevant_docids)}
+               "relevant_docids": list(record.relevant_docids), **extra}
 
 
 # --- the released SFT (alpaca JSON) and RL (parquet) files ----------------------------------

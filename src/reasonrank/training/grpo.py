@@ -145,15 +145,20 @@ def build_reward_functions(weights: Any = None, rollouts_path: str | Path | None
     return functions, [1.0] + [0.0] * len(MONITORS)
 
 
-def load_rl_dataset(path: str) -> Any:
+def load_rl_dataset(path: str, tokenizer: Any = None, model: str = "") -> Any:
     """A `datasets.Dataset` of RL examples: prompt, the three id lists (as strings), and
-    dataset/qid when present."""
+    dataset/qid when present (with `tokenizer`, the model's: warnings when the rows'
+    `prompt_format` does not fit it)."""
     from reasonrank.training.examples import read_examples
+    from reasonrank.training.prompt_format import check_examples
 
     datasets = require("datasets", "train", "GRPO training")
     rows = read_examples(check_file(path, "RL examples file"), RL_COLUMNS)
     if not rows:
         raise InputFormatError(path, None, "no examples")
+    if tokenizer is not None:
+        for warning in check_examples(rows, tokenizer, model, path):
+            log.warning("%s", warning)
     out = []
     for i, row in enumerate(rows):
         if not isinstance(row["prompt"], str) or not row["prompt"]:
@@ -218,7 +223,8 @@ def build_grpo_trainer(settings: GRPOSettings, callbacks: Sequence[Any] = ()) ->
     if settings.use_vllm:
         require("vllm", "vllm", "GRPO rollouts with vLLM (use_vllm: true)")
     tokenizer = load_tokenizer(settings.model, "GRPO training", extra="train")
-    train = check_prompt_lengths(load_rl_dataset(settings.train_file), tokenizer,
+    train = check_prompt_lengths(load_rl_dataset(settings.train_file, tokenizer, settings.model),
+                                 tokenizer,
                                  settings.max_prompt_length, settings.overlong_prompts)
     evaluation = None
     if settings.eval_file:

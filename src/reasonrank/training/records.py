@@ -7,6 +7,8 @@ Layout of a data folder::
                               reasoning, relevant_docids
     id_query/                 query id -> text  (JSON `{id: text}` or JSONL `{"id", "text"}`)
     id_doc/                   passage id -> text (the same two forms)
+    prompt_settings.json      optional: template, passage length and tokenizer the prompts
+                              were rendered with (`reasonrank synth` writes it)
 
 Ids may repeat across the files of `id_query/` or `id_doc/` only with the same text, unless
 a file is named after a record's dataset (`id_doc/biology.jsonl`): such a file is looked up
@@ -26,6 +28,7 @@ from reasonrank.errors import InputFormatError, ReasonRankError
 from reasonrank.io._files import StrPath, atomic_write, base_name, iter_lines
 from reasonrank.io.readers import read_id_texts
 from reasonrank.rewards import ndcg_at_k
+from reasonrank.training.prompt_format import PromptFormat, read_prompt_format
 
 RECORDS_FILE = "training_data_all.jsonl"
 QUERY_DIR = "id_query"
@@ -143,6 +146,7 @@ class TrainingSet:
     queries: TextTable
     docs: TextTable
     root: Path | None = None
+    prompt_format: PromptFormat | None = None  # how the records' prompts were rendered
 
     def query_text(self, record: TrainingRecord) -> str:
         text = self.queries.get(record.qid, record.dataset)
@@ -237,7 +241,7 @@ def read_training_set(root: StrPath) -> TrainingSet:
     path = records_path(root)
     folder = path.parent
     return TrainingSet(read_records(path), TextTable(folder / QUERY_DIR),
-                       TextTable(folder / DOC_DIR), folder)
+                       TextTable(folder / DOC_DIR), folder, read_prompt_format(folder))
 
 
 def write_records(records: Iterable[TrainingRecord], path: StrPath) -> int:

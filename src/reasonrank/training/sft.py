@@ -34,9 +34,11 @@ def check_file(path: str, name: str) -> Path:
     return file
 
 
-def load_sft_dataset(path: str, eos_token: str) -> Any:
-    """A `datasets.Dataset` with the `prompt` and `completion` columns of an example file."""
+def load_sft_dataset(path: str, eos_token: str, tokenizer: Any = None, model: str = "") -> Any:
+    """A `datasets.Dataset` with the `prompt` and `completion` columns of an example file
+    (with `tokenizer`, the model's: warnings when the rows' `prompt_format` does not fit it)."""
     from reasonrank.training.examples import read_examples
+    from reasonrank.training.prompt_format import check_examples
 
     datasets = require("datasets", "train", "SFT training")
     rows = read_examples(check_file(path, "SFT examples file"), SFT_COLUMNS)
@@ -47,6 +49,9 @@ def load_sft_dataset(path: str, eos_token: str) -> Any:
             if not isinstance(row[key], str) or not row[key]:
                 raise InputFormatError(path, None, f"row {i + 1}: {key} must be a non-empty "
                                        f"string, got {type(row[key]).__name__}")
+    if tokenizer is not None:
+        for warning in check_examples(rows, tokenizer, model, path):
+            log.warning("%s", warning)
     unterminated = sum(not row["completion"].endswith(eos_token) for row in rows)
     if unterminated:
         log.info("%d of %d completions do not end with %s; TRL appends it", unterminated,
@@ -66,7 +71,7 @@ def build_sft_trainer(settings: SFTSettings, callbacks: Sequence[Any] = ()) -> A
     eos = settings.eos_token or tokenizer.eos_token
     if eos is None or eos not in tokenizer.get_vocab():
         raise ConfigError(f"eos_token {eos!r} is not a token of {settings.model}'s tokenizer")
-    train = load_sft_dataset(settings.train_file, eos)
+    train = load_sft_dataset(settings.train_file, eos, tokenizer, settings.model)
     evaluation = load_sft_dataset(settings.eval_file, eos) if settings.eval_file else None
     args = settings.to_trl()
     args.eos_token = eos
