@@ -175,7 +175,14 @@ def test_all_stages_end_to_end(clean_run: Run) -> None:
                                "retried": 4, "rejected": 0}
     assert counts["export"] == {"records": 7, "kept": 6, "filtered_out": 1,
                                 "sft_examples": 6, "rl_examples": 6}
-    assert "filter minerals: total=7 kept=6 dropped=1" in clean_run.stdout
+    assert ("self-consistency filter, dataset minerals: total=7 kept=6 dropped=1"
+            in clean_run.stdout)
+    assert "filter all" not in clean_run.stdout  # one domain: no "all" row
+    # malformed answers by cause, with each cause's fix and where the raw answers are
+    assert ("label malformed or rejected answers by cause: truncated=1 no_answer=3 bad_ids=1"
+            in clean_run.stdout)
+    assert "  truncated=1: the answer hit max_new_tokens (300): raise it" in clean_run.stdout
+    assert f"with its raw text: {clean_run.workdir / 'failures.jsonl'}" in clean_run.stdout
     total = counts["teacher total"]
     assert total["sent"] == len(clean_run.bodies) == CLEAN_REQUESTS and total["cached"] == 0
     assert counts["teacher positives"]["sent"] == 20 and counts["teacher label"]["sent"] == 12
@@ -250,6 +257,40 @@ def test_lists_are_reproducible(clean_run: Run) -> None:
         again = assemble_list(qid, record["docids"], record["positives"],
                               record["hard_negatives"], ListSpec(20, 5, 6, 13), SEED)
         assert set(again.docids) == set(record["docids"])
+
+
+def test_too_few_records_fail_with_the_causes(clean_run: Run, inputs: Inputs,
+                                              tmp_path: Path) -> None:
+    # min_records above what the export keeps: exit 2, one line saying where records went
+    workdir = tmp_path / "copy"
+    shutil.copytree(clean_run.workdir, workdir)
+    rc, out, err = run_cli("export", "--workdir", str(workdir), "--set", "min_records=7", "-q",
+                           "--json")
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+    assert "synth exported only 6 record(s), fewer than min_records=7" in err
+    assert "1 records were dropped by the self-consistency filter" in err
+    assert "1 lists got no usable ranking" in err
+    assert json.loads(out)["stages"]["export"]["kept"] == 6  # the summary is printed first
+    # a teacher whose every ranking is cut or unreadable: nothing exported, exit 2
+    topics = TOPICS[:2]
+    root = tmp_path / "in"
+    root.mkdir()
+    make_corpus(root, topics)
+    faults = {("label", t.qid, a): kind for t, kind in zip(topics, ("truncated", "garbage"),
+                                                           strict=True) for a in range(3)}
+    with FakeOpenAIServer(answer_request=FakeTeacher(SEED, faults, topics=topics)) as server:
+        config = write_config(tmp_path / "synth.yaml", Inputs(root, inputs.tokenizer),
+                              server.url)
+        rc, out, err = run_cli("all", "--workdir", str(tmp_path / "wd"), "--config",
+                               str(config))
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert rc == 2 and len(errors) == 1, err
+    assert "synth exported no records, fewer than min_records=1: 2 lists got no usable" in err
+    assert "truncated=3 (the answer hit max_new_tokens (300)" in err
+    assert "no_answer=3 (no complete <think>" in err
+    assert str(tmp_path / "wd" / "failures.jsonl") in err
+    assert (tmp_path / "wd" / "export" / "sft.jsonl").read_text() == ""
+    assert "label malformed or rejected answers by cause: truncated=3 no_answer=3" in out
 
 
 def test_rerun_sends_nothing(clean_run: Run, tmp_path: Path) -> None:

@@ -5,7 +5,8 @@
 
 Settings come from the workdir (saved at the first run), then `--config`, then `--set`.
 A progress bar per stage goes to stderr; the counts per stage and the teacher's traffic go to
-stdout (`--json` for JSON). A reached budget exits with status 2, saying how to continue.
+stdout (`--json` for JSON). A reached budget exits with status 2, saying how to continue;
+so does an export with fewer records than `min_records` (default 1), naming the causes.
 """
 
 from __future__ import annotations
@@ -66,13 +67,15 @@ def _print_summary(synth: Any, as_json: bool) -> None:
         sys.stdout.write(json.dumps({"stages": synth.counts, "usage": usage}) + "\n")
         return
     sys.stdout.write(f"synth summary ({synth.workdir.root})\n")
-    for line in format_summary(synth.counts, usage):
+    for line in format_summary(synth.counts, usage,
+                               failures_path=str(synth.workdir.failures_path),
+                               max_new_tokens=synth.settings.max_new_tokens):
         sys.stdout.write(line + "\n")
     sys.stdout.flush()
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from reasonrank.synth import BudgetExceeded, Synthesizer, open_workdir
+    from reasonrank.synth import BudgetExceeded, Synthesizer, TooFewRecords, open_workdir
 
     workdir, settings = open_workdir(args.workdir, args.config, args.overrides)
     with Synthesizer(workdir, settings) as synth:
@@ -83,7 +86,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
                     synth.run_all()
                 else:
                     synth.run(args.stage)
-        except BudgetExceeded:
+        except (BudgetExceeded, TooFewRecords):
             if not args.quiet or args.json:
                 _print_summary(synth, args.json)
             raise

@@ -22,7 +22,7 @@ from reasonrank.synth.accounting import Budget, BudgetExceeded, Ledger, Prices
 from reasonrank.synth.answers import Ranking, Selection, parse_selection, parse_teacher_ranking
 from reasonrank.synth.assembly import AssembledList, ListSpec, assemble_list, list_seed
 from reasonrank.synth.cache import AnswerCache, CachedAnswer, request_key
-from reasonrank.synth.pipeline import ProgressHook, Synthesizer
+from reasonrank.synth.pipeline import ProgressHook, Synthesizer, TooFewRecords
 from reasonrank.synth.prompts import HARD_NEGATIVES, POSITIVES, SelectionTemplate
 from reasonrank.synth.report import format_summary
 from reasonrank.synth.settings import STAGES, SynthSettings
@@ -49,6 +49,7 @@ __all__ = [
     "Synthesizer",
     "TeacherAnswer",
     "TeacherClient",
+    "TooFewRecords",
     "Workdir",
     "assemble_list",
     "format_summary",

@@ -17,11 +17,11 @@ from functools import cached_property
 from typing import Any
 
 from reasonrank.backends.base import Backend
-from reasonrank.errors import ConfigError
+from reasonrank.errors import ConfigError, ReasonRankError
 from reasonrank.io.readers import Doc
 from reasonrank.synth.accounting import Budget, BudgetExceeded, Ledger, Prices
 from reasonrank.synth.cache import AnswerCache
-from reasonrank.synth.report import COUNTERS
+from reasonrank.synth.report import COUNTERS, shortfall
 from reasonrank.synth.settings import STAGES, SynthSettings
 from reasonrank.synth.stages import (
     FailureLog,
@@ -36,6 +36,11 @@ from reasonrank.synth.teacher import TeacherClient, TeacherStopped
 from reasonrank.synth.workdir import Workdir
 
 log = logging.getLogger(__name__)
+
+class TooFewRecords(ReasonRankError):  # noqa: N818 - a result, not a failure of the code
+    """The export holds fewer records than `min_records`; the message says where the queries
+    were lost and how to fix the main causes. The files are written all the same."""
+
 
 ProgressHook = Callable[[str, int, int], None]
 """Called as `hook(stage, completed, total)` when a stage starts and after each query."""
@@ -182,6 +187,12 @@ class Synthesizer:
             if stage in COUNTERS:
                 self.counts[stage] = COUNTERS[stage](list(self.records(stage).values()))
             write_json(self.workdir.summary_path, self.counts)
+        if stage == "export":
+            problem = shortfall(self.counts, self.settings.min_records,
+                                self.settings.max_new_tokens)
+            if problem is not None:
+                raise TooFewRecords(f"{problem}; every unusable teacher answer, with its raw "
+                                    f"text: {self.workdir.failures_path}")
         return self.counts[stage]
 
     def run_all(self) -> dict[str, dict[str, Any]]:

@@ -87,6 +87,8 @@ class SynthSettings:
     price_output: float = _f(0.0, "USD per million completion tokens")
     # stage 6: export
     threshold: float = _f(0.4, "self-consistency filter: keep lists with NDCG@10 >= this")
+    min_records: int = _f(1, "fail (exit 2, naming the causes) when the export keeps fewer "
+                          "records than this")
     export_dir: str = _f("export", "13k-layout output folder (relative to the workdir)")
     sft_path: str | None = _f("export/sft.jsonl", "SFT examples (.jsonl/.parquet; relative to "
                               "the workdir; null: none)")
@@ -102,7 +104,7 @@ class SynthSettings:
         for name in ("pool_depth", "concurrency", "max_new_tokens", "max_passage_tokens",
                      "selection_window"):
             _at_least(name, getattr(self, name), 1)
-        for name in ("malformed_retries", "http_retries"):
+        for name in ("malformed_retries", "http_retries", "min_records"):
             _at_least(name, getattr(self, name), 0)
         self.list_spec()  # validates the list settings
         if self.request_timeout <= 0:

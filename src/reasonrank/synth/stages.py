@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 from reasonrank.backends.base import SamplingParams
@@ -23,6 +23,7 @@ from reasonrank.synth.answers import parse_selection, parse_teacher_ranking
 from reasonrank.synth.assembly import assemble_list
 from reasonrank.synth.inputs import doc_text
 from reasonrank.synth.prompts import HARD_NEGATIVES, POSITIVES, SelectionTemplate, selection_prompt
+from reasonrank.synth.report import cause_of
 from reasonrank.synth.settings import SynthSettings
 from reasonrank.synth.store import JsonlLog
 from reasonrank.synth.teacher import TeacherAnswer, TeacherClient
@@ -59,8 +60,13 @@ class Tally:
     retried: int = 0
     dropped: int = 0  # windows (or lists) given up after every attempt was malformed
     rejected: int = 0
+    causes: dict[str, int] = field(default_factory=dict)  # cause_of(problem) -> answers
 
-    def as_dict(self) -> dict[str, int]:
+    def count(self, problem: str) -> None:
+        cause = cause_of(problem)
+        self.causes[cause] = self.causes.get(cause, 0) + 1
+
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -107,17 +113,18 @@ async def ask_valid(ctx: StageContext, teacher: TeacherClient, stage: str, qid: 
             if exc.status_code not in REJECTED_STATUSES:
                 raise
             tally.rejected += 1
+            tally.count("rejected")
             ctx.failures.record({"id": f"{stage}/{qid}/{window}/{attempt}/rejected",
                                  "stage": stage, "qid": qid, "window": window,
                                  "attempt": attempt, "problem": f"rejected: HTTP "
                                  f"{exc.status_code}", "text": exc.detail})
-            log.warning("%s %s window %d: the server rejected the request (%s); dropped",
-                        stage, qid, window, exc)
+            log.warning("%s %s window %d dropped: %s", stage, qid, window, exc)
             return None
         value, problem = check(answer)
         if problem is None:
             return value
         tally.malformed += 1
+        tally.count(problem)
         ctx.failures.record({"id": answer.key, "stage": stage, "qid": qid, "window": window,
                              "attempt": attempt, "problem": problem,
                              "finish_reason": answer.finish_reason, "text": answer.text})
