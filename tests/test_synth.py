@@ -553,6 +553,79 @@ def test_completions_endpoint_rejections_and_server_errors(inputs: Inputs,
     assert sum(len(r["unjudged"]) for r in positives.values()) == 10  # one window unjudged
 
 
+def test_extra_body_is_sent_and_keys_the_cache(inputs: Inputs, tmp_path: Path) -> None:
+    topics = TOPICS[:2]
+    root = tmp_path / "in"
+    root.mkdir()
+    make_corpus(root, topics)
+    workdir = tmp_path / "wd"
+    grammar = {"grammar": 'root ::= "<think>" [^<]+ "</think>"'}
+    with FakeOpenAIServer(answer_request=FakeTeacher(SEED, topics=topics)) as server:
+        config = write_config(tmp_path / "synth.yaml", Inputs(root, inputs.tokenizer),
+                              server.url, extra_body=grammar)
+        for stage in ("candidates", "positives"):
+            rc, _, err = run_cli(stage, "--workdir", str(workdir), "--config", str(config),
+                                 "-q")
+            assert rc == 0, err
+        first = len(server.requests)
+        assert first == 4 and all(r.body["grammar"] == grammar["grammar"]
+                                  for r in server.requests)
+        # another grammar is another request: refused while positives.jsonl holds answers
+        # given under the old one, then sent again (not answered from the cache) once it is
+        # deleted
+        other = "--set", "extra_body={grammar: 'root ::= \"x\"'}"
+        rc, _, err = run_cli("positives", "--workdir", str(workdir), *other, "-q")
+        assert rc == 2 and "extra_body" in err and "positives.jsonl" in err
+        (workdir / "positives.jsonl").unlink()
+        rc, _, err = run_cli("positives", "--workdir", str(workdir), *other, "-q")
+        assert rc == 0, err
+        assert len(server.requests) == 2 * first
+        assert {r.body["grammar"] for r in server.requests[first:]} == {'root ::= "x"'}
+        # and back to the first grammar: every answer comes from the cache
+        (workdir / "positives.jsonl").unlink()
+        rc, _, err = run_cli("positives", "--workdir", str(workdir), "--set",
+                             f"extra_body={json.dumps(grammar)}", "-q")
+        assert rc == 0, err
+        assert len(server.requests) == 2 * first
+    rc, _, err = run_cli("candidates", "--workdir", str(tmp_path / "wd2"), "--config",
+                         str(config), "--set", "extra_body={seed: 1}")
+    assert rc == 2 and "extra_body cannot set seed" in err
+
+
+def test_warnings_before_work_starts(inputs: Inputs, tmp_path: Path,
+                                     caplog: pytest.LogCaptureFixture) -> None:
+    """An 8k-context server with the default window and budget, and lists too short for the
+    filter: both said before any request (the server here is down, so the run then fails)."""
+    config = write_config(tmp_path / "synth.yaml", inputs, "http://127.0.0.1:9/v1",
+                          http_retries=0)
+    defaults = ["--set", "max_new_tokens=8192", "--set", "max_passage_tokens=512",
+                "--set", "selection_window=20", "--set", "max_model_len=8192"]
+    rc, _, err = run_cli("all", "--workdir", str(tmp_path / "wd"), "--config", str(config),
+                         *defaults, "-q")
+    assert rc == 2 and "error:" in err  # no server: the positives stage fails
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    label = next(w for w in warnings if w.startswith("label prompts"))
+    assert "20 passages x max_passage_tokens 512" in label and "max_model_len 8,192" in label
+    assert "Lower max_passage_tokens, list_size or max_new_tokens" in label
+    assert any(w.startswith("selection prompts") and "selection_window" in w
+               for w in warnings)
+    assert not any("cannot drop" in w for w in warnings)  # 20-passage lists can be dropped
+    # lists of 4: NDCG@10 >= 0.43 whatever the ranking, so threshold 0.4 drops nothing
+    caplog.clear()
+    rc, _, err = run_cli("candidates", "--workdir", str(tmp_path / "wd3"), "--config",
+                         str(config), "--set", "list_size=4", "--set", "max_positives=1")
+    assert rc == 0, err
+    rc, _, err = run_cli("export", "--workdir", str(tmp_path / "wd3"), "-q")
+    assert rc == 2  # the earlier stages have not run
+    assert "score NDCG@10 >= 0.43 however the teacher ranks them" in caplog.text
+    assert "raise threshold above 0.43" in caplog.text
+    caplog.clear()
+    rc, _, _ = run_cli("candidates", "--workdir", str(tmp_path / "wd4"), "--config",
+                       str(config), "--set", "list_size=4", "--set", "max_positives=4", "--set",
+                       "threshold=0.5", "-q")
+    assert rc == 0 and "cannot drop" not in caplog.text
+
+
 # --- pure parts -------------------------------------------------------------------------------
 
 
@@ -636,6 +709,12 @@ def test_request_key_is_stable() -> None:
     assert request_key("m", "completions", prompt, params) != key
     assert request_key("m2", "chat", prompt, params) != key
     assert request_key("m", "chat", prompt, SamplingParams(10, 0.0, 1.0, 2)) != key
+    # server options are part of the request: another grammar, another answer
+    assert request_key("m", "chat", prompt, params, {}) == key
+    with_grammar = request_key("m", "chat", prompt, params, {"grammar": "root ::= \"a\""})
+    assert with_grammar != key
+    assert request_key("m", "chat", prompt, params, {"grammar": "root ::= \"b\""}) \
+        != with_grammar
 
 
 def test_jsonl_log_survives_torn_lines(tmp_path: Path) -> None:

@@ -120,13 +120,24 @@ def _report_table(rows: list[dict[str, Any]], threshold: float) -> Any:
 
 def cmd_filter(args: argparse.Namespace) -> int:
     from reasonrank.training.records import (
+        filter_is_vacuous,
         read_records,
         records_path,
         self_consistency_filter,
         write_records,
     )
 
-    result = self_consistency_filter(read_records(records_path(args.source)), args.threshold)
+    records = read_records(records_path(args.source))
+    floor = filter_is_vacuous(args.threshold, (
+        (len(r.initial_list), len(set(r.relevant_docids) & set(r.initial_list)))
+        for r in records))
+    if floor is not None:
+        import logging
+
+        logging.getLogger("reasonrank").warning(
+            "every list is so short that any ranking scores NDCG@10 >= %.2f: threshold %s "
+            "cannot drop a record (raise it above %.2f to filter)", floor, args.threshold, floor)
+    result = self_consistency_filter(records, args.threshold)
     write_records(result.kept, args.output)
     if args.dropped:
         write_records(result.dropped, args.dropped)

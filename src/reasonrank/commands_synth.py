@@ -80,6 +80,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     workdir, settings = open_workdir(args.workdir, args.config, args.overrides)
     with Synthesizer(workdir, settings) as synth:
         try:
+            synth.preflight(args.stage)  # warnings before the progress bars start
             with _Bars(args.quiet) as bars:
                 synth.progress = bars
                 if args.stage == "all":

@@ -85,6 +85,8 @@ _FAIL = object()
 
 
 def _convert(value: Any, tp: Any) -> Any:
+    if tp is dict or typing.get_origin(tp) is dict:
+        return dict(value) if isinstance(value, dict) else _FAIL
     if tp is bool:
         return value if isinstance(value, bool) else _FAIL
     if isinstance(value, bool):

@@ -18,16 +18,19 @@ from reasonrank.io._files import StrPath
 from reasonrank.synth.store import JsonlLog
 
 
-def canonical_request(model: str, endpoint: str, prompt: Prompt,
-                      params: SamplingParams) -> dict[str, Any]:
-    """What identifies a request: the body the OpenAI backend sends for it, and the endpoint."""
-    return {"endpoint": endpoint, **request_body(model, endpoint, prompt, params)}
+def canonical_request(model: str, endpoint: str, prompt: Prompt, params: SamplingParams,
+                      extra_body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What identifies a request: the body the OpenAI backend sends for it (`extra_body`
+    included: server options such as a grammar change the answer), and the endpoint."""
+    return {"endpoint": endpoint, **request_body(model, endpoint, prompt, params, extra_body)}
 
 
-def request_key(model: str, endpoint: str, prompt: Prompt, params: SamplingParams) -> str:
-    """SHA-256 of the canonical request as sorted, compact JSON (stable across runs)."""
-    raw = json.dumps(canonical_request(model, endpoint, prompt, params), sort_keys=True,
-                     ensure_ascii=False, separators=(",", ":"))
+def request_key(model: str, endpoint: str, prompt: Prompt, params: SamplingParams,
+                extra_body: dict[str, Any] | None = None) -> str:
+    """SHA-256 of the canonical request as sorted, compact JSON (stable across runs; without
+    `extra_body`, the same key as before it existed)."""
+    raw = json.dumps(canonical_request(model, endpoint, prompt, params, extra_body),
+                     sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
 

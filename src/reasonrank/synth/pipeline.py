@@ -62,6 +62,7 @@ class Synthesizer:
         self._backend = backend
         self._owns_backend = backend is None  # an injected backend is its owner's to close
         self._tokenizer = tokenizer
+        self._preflight_done = False
         self.ledger = Ledger(Prices(settings.price_input, settings.price_output))
         self.budget = Budget(settings.max_cost_usd, settings.max_total_tokens)
         self._lock = workdir.lock()
@@ -109,7 +110,7 @@ class Synthesizer:
                 s.teacher_model, api_base=s.api_base, api_key_env=s.api_key_env,
                 endpoint=s.endpoint, tokenizer=self.tokenizer,
                 request_timeout=s.request_timeout, max_retries=s.http_retries,
-                concurrency=s.concurrency)
+                concurrency=s.concurrency, extra_body=s.extra_body)
         return self._backend
 
     def _count_tokens(self, text: str) -> int:
@@ -120,9 +121,79 @@ class Synthesizer:
             self.backend(), self.cache, self.ledger, self.budget,
             model=self.settings.teacher_model, endpoint=self.settings.endpoint,
             concurrency=self.settings.concurrency, count_tokens=self._count_tokens,
+            extra_body=self.settings.extra_body,
             budget_hint=(f"Progress is saved in {self.workdir.root}: raise the limit (e.g. --set "
                          "max_cost_usd=... or --set max_total_tokens=...) and rerun the same "
                          "command; cached answers are reused at no cost."))
+
+    # -- checks before work starts ----------------------------------------------------------
+
+    def preflight(self, stage: str) -> list[str]:
+        """Warnings about settings that will waste the run, logged once per `Synthesizer`
+        (before a stage runs, or when the CLI calls this first): prompts that may not fit
+        `max_model_len`, and lists so short that the filter threshold cannot drop any."""
+        if self._preflight_done:
+            return []
+        self._preflight_done = True
+        stages = STAGES if stage == "all" else (stage,)
+        s = self.settings
+        out = []
+        if s.max_model_len is not None:
+            for name, passages, setting, used_by in (
+                    ("selection", s.selection_window, "selection_window",
+                     ("positives", "negatives")),
+                    ("label", s.list_size, "list_size", ("label",))):
+                if not any(st in stages and self._may_run(st) for st in used_by):
+                    continue
+                needed, fixed = self._prompt_budget(name, passages)
+                if needed + s.max_new_tokens > s.max_model_len:
+                    out.append(
+                        f"{name} prompts may need up to {needed:,} tokens ({passages} passages "
+                        f"x max_passage_tokens {s.max_passage_tokens} + {fixed:,} for the "
+                        f"instructions and the longest query) + max_new_tokens "
+                        f"{s.max_new_tokens:,} = {needed + s.max_new_tokens:,}, more than "
+                        f"max_model_len {s.max_model_len:,}: the server will reject such "
+                        f"requests and each one is dropped. Lower max_passage_tokens, {setting} "
+                        "or max_new_tokens, or serve a longer context")
+        if "export" in stages:
+            from reasonrank.training.records import filter_is_vacuous
+
+            size = min(s.list_size, s.pool_depth)
+            floor = filter_is_vacuous(s.threshold, ((size, p) for p in
+                                                    range(1, min(s.max_positives, size) + 1)))
+            if floor is not None:
+                out.append(
+                    f"lists of at most {size} passages (list_size {s.list_size}, pool_depth "
+                    f"{s.pool_depth}) score NDCG@10 >= {floor:.2f} however the teacher ranks "
+                    f"them, so the self-consistency filter (threshold {s.threshold}) cannot "
+                    f"drop any: raise threshold above {floor:.2f} or use lists of more than "
+                    "10 passages")
+        for warning in out:
+            log.warning("%s", warning)
+        return out
+
+    def _may_run(self, stage: str) -> bool:
+        return not self.workdir.has_output(stage) or bool(self.pending(stage))
+
+    def _prompt_budget(self, kind: str, passages: int) -> tuple[int, int]:
+        """(the most prompt tokens a `kind` request may take, the part that is not passages):
+        the prompt rendered with the longest query (and answer) and empty passages, plus
+        `passages` x `max_passage_tokens`."""
+        from reasonrank.synth.prompts import POSITIVES, selection_prompt
+
+        queries = self._queries()
+        longest = max(queries.values(), key=len, default="")
+        if kind == "label":
+            prompt = self.builder.render(longest, [""] * passages)
+        else:
+            from reasonrank.io.readers import read_query_answers
+
+            answer = max(read_query_answers(self.settings.queries).values(), key=len,
+                         default="") or None
+            prompt = selection_prompt(self.builder, POSITIVES, longest, answer,
+                                      [""] * passages)
+        fixed = len(self.tokenizer.encode(prompt.text, add_special_tokens=False))
+        return fixed + passages * self.settings.max_passage_tokens, fixed
 
     # -- stage files -------------------------------------------------------------------------
 
@@ -173,6 +244,7 @@ class Synthesizer:
             raise ConfigError(f"unknown stage {stage!r}; choose one of: {', '.join(STAGES)}")
         self.settings.check_required(stage)
         self._require_complete(stage)
+        self.preflight(stage)
         try:
             if stage == "candidates":
                 self._candidates()
@@ -197,6 +269,7 @@ class Synthesizer:
 
     def run_all(self) -> dict[str, dict[str, Any]]:
         """Every stage in order (finished ones are only re-counted)."""
+        self.preflight("all")
         for stage in STAGES:
             self.run(stage)
         return self.counts

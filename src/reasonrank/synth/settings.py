@@ -22,6 +22,9 @@ STAGES = ("candidates", "positives", "negatives", "assemble", "label", "export")
 """The stages, in order; `reasonrank synth all` runs them all."""
 TEACHER_STAGES = ("positives", "negatives", "label")
 RETRIEVERS = ("bm25", "dense", "rrf")
+RESERVED_BODY_KEYS = frozenset({"model", "prompt", "messages", "max_tokens", "temperature",
+                                "top_p", "seed", "stream"})
+"""Request body keys `extra_body` may not override."""
 
 
 def _f(default: Any, help: str, stage: str | None = None, **extra: Any) -> Any:
@@ -62,6 +65,12 @@ class SynthSettings:
                              "positives")
     temperature: float = _f(0.6, "teacher sampling temperature", "positives")
     top_p: float = _f(1.0, "teacher nucleus sampling", "positives")
+    extra_body: dict[str, Any] | None = field(default=None, metadata={
+        "help": "server-specific options merged into every teacher request body (llama.cpp: "
+        "{grammar: ...}; vLLM: {structured_outputs: {grammar: ...}}); part of the cache key",
+        "stage": "positives"})
+    max_model_len: int | None = _f(None, "the teacher server's context length in tokens: "
+                                   "warn before sending when a prompt may not fit")
     malformed_retries: int = _f(2, "retries of a malformed answer (each with another seed) "
                                 "before the window is dropped", "positives")
     seed: int = _f(42, "seed of the list shuffles; teacher requests use seed + attempt",
@@ -123,6 +132,13 @@ class SynthSettings:
                                   "(USD per million tokens)")
         if self.max_total_tokens is not None:
             _at_least("max_total_tokens", self.max_total_tokens, 1)
+        if self.max_model_len is not None:
+            _at_least("max_model_len", self.max_model_len, 1)
+        clash = sorted(set(self.extra_body or {}) & RESERVED_BODY_KEYS)
+        if clash:
+            raise ConfigError(f"extra_body cannot set {', '.join(clash)}: the synth settings "
+                              "decide those (model, prompt, max_new_tokens, temperature, "
+                              "top_p, seed)")
 
     def list_spec(self) -> ListSpec:
         return ListSpec(self.list_size, self.max_positives, self.hard_negatives,

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from reasonrank.backends.base import Backend, Prompt, SamplingParams
 from reasonrank.errors import ReasonRankError
@@ -42,8 +43,10 @@ class TeacherClient:
     def __init__(self, backend: Backend, cache: AnswerCache, ledger: Ledger, budget: Budget, *,
                  model: str, endpoint: str, concurrency: int = 8,
                  count_tokens: Callable[[str], int] | None = None,
-                 budget_hint: str = "") -> None:
-        """`count_tokens` estimates token counts when the server reports no `usage`."""
+                 budget_hint: str = "", extra_body: dict[str, Any] | None = None) -> None:
+        """`count_tokens` estimates token counts when the server reports no `usage`;
+        `extra_body`, the server options the backend adds to each request, is part of the
+        cache key."""
         self.backend = backend
         self.cache = cache
         self.ledger = ledger
@@ -53,6 +56,7 @@ class TeacherClient:
         self.concurrency = concurrency
         self.count_tokens = count_tokens
         self.budget_hint = budget_hint
+        self.extra_body = dict(extra_body or {})
         self._slots: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: dict[str, asyncio.Future[CachedAnswer]] = {}
@@ -71,7 +75,7 @@ class TeacherClient:
 
     async def ask(self, prompt: Prompt, params: SamplingParams, stage: str) -> TeacherAnswer:
         """The teacher's answer to one request, from the cache or from the backend."""
-        key = request_key(self.model, self.endpoint, prompt, params)
+        key = request_key(self.model, self.endpoint, prompt, params, self.extra_body)
         hit = self.cache.get(key)
         if hit is None and key in self._pending:  # the same request is in flight: share it
             hit = await asyncio.shield(self._pending[key])

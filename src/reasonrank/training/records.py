@@ -389,6 +389,28 @@ class FilterResult:
         return rows
 
 
+def consistency_floor(list_size: int, positives: int, k: int = 10) -> float:
+    """The lowest NDCG@k any ranking of a list of `list_size` passages with `positives`
+    relevant ones can score (every positive ranked last): a filter threshold at or below it
+    keeps every such list."""
+    positives = max(0, min(positives, list_size))
+    if positives == 0:
+        return 0.0
+    ranking = [f"n{i}" for i in range(list_size - positives)] + [
+        f"p{i}" for i in range(positives)]
+    return ndcg_at_k(ranking, {f"p{i}" for i in range(positives)}, k)
+
+
+def filter_is_vacuous(threshold: float, list_sizes: Iterable[tuple[int, int]],
+                      k: int = 10) -> float | None:
+    """The lowest consistency floor of the `(list_size, positives)` shapes when every one is
+    >= `threshold` (the filter can drop nothing), else None."""
+    floors = [consistency_floor(n, p, k) for n, p in list_sizes if p > 0]
+    if floors and min(floors) >= threshold:
+        return min(floors)
+    return None
+
+
 def self_consistency_filter(records: Iterable[TrainingRecord],
                             threshold: float = DEFAULT_THRESHOLD) -> FilterResult:
     """Keep a record iff NDCG@10 of its `final_list`, judged by its `relevant_docids` as
