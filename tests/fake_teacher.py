@@ -157,3 +157,34 @@ class FakeTeacher:
             words = int(body.get("max_tokens") or 100) + 20
             return "<think>" + " ".join(["hmm"] * words) + "</think>\n<answer>[1]</answer>"
         raise ValueError(f"unknown fault {kind!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python tests/fake_teacher.py DIR [--seed 42]`: write the toy corpus and queries under
+    DIR, serve the fake teacher on 127.0.0.1 (a free port; the base URL is printed and written
+    to DIR/api_base.txt) until Ctrl-C. For trying `reasonrank synth` without a model."""
+    import argparse
+    import sys
+    import time
+
+    from fake_openai_server import FakeOpenAIServer
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("data", type=Path, help="folder for corpus.jsonl and queries.jsonl")
+    parser.add_argument("--seed", type=int, default=42, help="the synth `seed` setting")
+    args = parser.parse_args(argv)
+    args.data.mkdir(parents=True, exist_ok=True)
+    make_corpus(args.data)
+    with FakeOpenAIServer(answer_request=FakeTeacher(args.seed), reasoning_split=True) as server:
+        (args.data / "api_base.txt").write_text(server.url + "\n", encoding="utf-8")
+        print(f"fake teacher at {server.url} (corpus and queries in {args.data}); Ctrl-C stops",
+              file=sys.stderr, flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -341,3 +341,15 @@ def test_fixture_copy_is_independent(data_dir: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(data_dir, copy)
     assert len(read_training_set(copy / "training_data_all.jsonl").records) == len(LAYOUT)
+
+
+def test_cpu_training_configs_load() -> None:
+    """The CPU walk-through's configs (docs/training.md): valid settings, GRPO without vLLM."""
+    from reasonrank.training.settings import load_settings
+
+    repo = Path(__file__).resolve().parents[1]
+    sft = load_settings(repo / "configs/train/sft-cpu.yaml", "sft")
+    grpo = load_settings(repo / "configs/train/grpo-cpu.yaml", "grpo")
+    assert sft.use_cpu and grpo.use_cpu and not grpo.use_vllm
+    assert grpo.gradient_accumulation(1) == 2 and grpo.updates_per_step == 1
+    assert grpo.model == sft.output_dir + "/final"

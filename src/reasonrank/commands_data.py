@@ -112,9 +112,11 @@ def _report_table(rows: list[dict[str, Any]], threshold: float) -> Any:
     table = Table(title=f"self-consistency filter: NDCG@10 >= {threshold}")
     for name in ("dataset", "total", "kept", "dropped", "kept %"):
         table.add_column(name, justify="left" if name == "dataset" else "right")
-    for row in rows:
-        table.add_row(row["dataset"], str(row["total"]), str(row["kept"]), str(row["dropped"]),
-                      f"{100 * row['kept_fraction']:.1f}")
+    for i, row in enumerate(rows):
+        last = i == len(rows) - 1  # the report's final row totals every dataset
+        table.add_row("all datasets" if last else row["dataset"], str(row["total"]),
+                      str(row["kept"]), str(row["dropped"]),
+                      f"{100 * row['kept_fraction']:.1f}", end_section=i == len(rows) - 2)
     return table
 
 
