@@ -626,6 +626,46 @@ def test_warnings_before_work_starts(inputs: Inputs, tmp_path: Path,
     assert rc == 0 and "cannot drop" not in caplog.text
 
 
+GRAMMAR_GOOD = ["<think>x</think>\n<answer>[2] > [1] > [3]</answer>",
+                "<think>a b.</think> <answer>none</answer>",
+                "<think>r</think><answer>[3], [1]</answer>"]
+GRAMMAR_BAD = ["<answer>[1]</answer>", "<think>x</think><answer>[0]</answer>",
+               "<think>x</think><answer>[1] [2]</answer>", "<think></think><answer>[1]</answer>",
+               "<think>x</think><answer>[1]</answer> more"]
+
+
+def docs_grammar() -> str:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "synth.md").read_text()
+    match = re.search(r"```gbnf\n(.*?)```", doc, re.DOTALL)
+    assert match, "docs/synth.md has no gbnf block"
+    import yaml
+
+    # the llama.cpp YAML example carries the same grammar
+    example = re.search(r"extra_body:\n  grammar: \|\n((?:    .*\n)+)", doc)
+    assert example and yaml.safe_load("g: |\n" + example.group(1))["g"] == match.group(1)
+    return match.group(1)
+
+
+def test_docs_grammar_fits_the_parsers() -> None:
+    """What the shipped grammar admits, the answer parsers accept (both stages)."""
+    docs_grammar()
+    for text in GRAMMAR_GOOD:
+        assert parse_selection(text, 3).problem is None
+        if "] > [" in text:  # a full ranking of the window
+            assert parse_teacher_ranking(text, 3).problem is None
+
+
+def test_docs_grammar_with_xgrammar() -> None:
+    """The grammar parses as GBNF in xgrammar (vLLM's structured-output backend) and admits
+    exactly the answer format. Runs where xgrammar is installed (it comes with vLLM)."""
+    xgr = pytest.importorskip("xgrammar")
+    from xgrammar.testing import _is_grammar_accept_string
+
+    grammar = xgr.Grammar.from_ebnf(docs_grammar())
+    assert all(_is_grammar_accept_string(grammar, text) for text in GRAMMAR_GOOD)
+    assert not any(_is_grammar_accept_string(grammar, text) for text in GRAMMAR_BAD)
+
+
 # --- pure parts -------------------------------------------------------------------------------
 
 
