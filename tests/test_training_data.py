@@ -353,3 +353,31 @@ def test_cpu_training_configs_load() -> None:
     assert sft.use_cpu and grpo.use_cpu and not grpo.use_vllm
     assert grpo.gradient_accumulation(1) == 2 and grpo.updates_per_step == 1
     assert grpo.model == sft.output_dir + "/final"
+
+
+def test_filter_warns_when_its_threshold_cannot_drop(tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    from reasonrank.training.records import (
+        TrainingRecord,
+        consistency_floor,
+        filter_is_vacuous,
+        write_records,
+    )
+
+    assert round(consistency_floor(4, 1), 2) == 0.43 and consistency_floor(11, 1) == 0.0
+    assert filter_is_vacuous(0.4, [(4, 1), (3, 2)]) == pytest.approx(consistency_floor(4, 1))
+    assert filter_is_vacuous(0.5, [(4, 1)]) is None and filter_is_vacuous(0.4, []) is None
+
+    def record(qid: str, size: int) -> TrainingRecord:
+        ids = tuple(f"{qid}-{i}" for i in range(size))
+        return TrainingRecord("d", qid, ids, ids[::-1], "why", ids[:1])
+
+    short = tmp_path / "short.jsonl"
+    write_records([record("a", 4), record("b", 3)], short)
+    assert main(["data", "filter", str(short), "--output", str(tmp_path / "k.jsonl"), "-q"]) == 0
+    assert "threshold 0.4 cannot drop a record (raise it above 0.43" in caplog.text
+    caplog.clear()
+    mixed = tmp_path / "mixed.jsonl"
+    write_records([record("a", 4), record("c", 20)], mixed)
+    assert main(["data", "filter", str(mixed), "--output", str(tmp_path / "k.jsonl"), "-q"]) == 0
+    assert "cannot drop" not in caplog.text
