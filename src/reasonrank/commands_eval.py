@@ -79,7 +79,7 @@ def register(sub: Any) -> None:  # argparse's subparsers action
     rr.add_argument("--resume", action="store_true",
                     help="skip queries already in OUT/runs/<task>.txt")
     add_config_arguments(br, _RERANK_GROUPS)
-    br.set_defaults(handler="reasonrank.commands_eval:cmd_bright")
+    br.set_defaults(handler="reasonrank.commands_eval:cmd_bright", output_dirs=("out",))
 
 
 # --- evaluate -------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def register(sub: Any) -> None:  # argparse's subparsers action
     mg.add_argument("--dtype", default="auto",
                     choices=("auto", "bfloat16", "float16", "float32"),
                     help="dtype to load the base model in (default: auto)")
-    mg.set_defaults(handler="reasonrank.commands_train:cmd_train_merge")
+    mg.set_defaults(handler="reasonrank.commands_train:cmd_train_merge", output_dirs=("output",))
 
 
 def _quiet() -> None:
