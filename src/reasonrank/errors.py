@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+MAX_REASON_CHARS = 600
+
 
 class ReasonRankError(Exception):
     """Base class of every error raised by reasonrank."""
@@ -29,6 +31,8 @@ class InputFormatError(ReasonRankError, ValueError):
 
     def __init__(self, path: object, line: int | None, reason: str) -> None:
         where = f"{path}:{line}" if line is not None else f"{path}"
+        if len(reason) > MAX_REASON_CHARS:  # never a whole 20 MB line in a message
+            reason = reason[:MAX_REASON_CHARS] + "..."
         super().__init__(f"{where}: {reason}")
         self.path = str(path)
         self.line = line
