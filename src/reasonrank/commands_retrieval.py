@@ -151,6 +151,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_retrieve(args: argparse.Namespace) -> int:
     from reasonrank.errors import ConfigError
     from reasonrank.io import read_queries
+    from reasonrank.io.readers import require_items
     from reasonrank.retrieval.common import check_k, index_kind, write_run
 
     check_k(args.k)
@@ -158,7 +159,7 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     kind = index_kind(args.index)
     if args.dense and kind != "dense":
         raise ConfigError(f"--dense needs a dense index, but {args.index} is a {kind} index")
-    queries = read_queries(_input(args.queries))
+    queries = require_items(args.queries, read_queries(_input(args.queries)), "queries")
     bar, advance = _progress(args.quiet, "retrieving", len(queries))
     if kind == "dense":
         from reasonrank.retrieval.dense import DenseIndex

@@ -103,8 +103,11 @@ def describe_exception(exc: BaseException) -> str:
     """`Type: message` of an exception, for a one-line error."""
     if isinstance(exc, OSError):
         return describe_os_error(exc)
+    name = type(exc).__name__
+    if name == "error":  # struct.error, zlib.error, ...
+        name = f"{type(exc).__module__}.error"
     message = str(exc).strip()
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return f"{name}: {message}" if message else name
 
 
 def require(module: str, extra: str, purpose: str, install: str | None = None):
