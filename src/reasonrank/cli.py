@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--ray-address", default=None, metavar="ADDR",
                       help="Ray cluster to join (default: start a local one)")
     add_config_arguments(rr, ("rerank", "hf", "openai", "vllm"))
-    rr.set_defaults(output_files=("output", "traces"))
+    rr.set_defaults(input_files=("requests", "run", "corpus", "queries"),
+                    output_files=("output", "traces"))
 
     pr = sub.add_parser("prompt", help="print the rendered prompt of one window")
     pr.add_argument("--query", required=True)
@@ -116,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--max-passage-tokens", type=int, default=None,
                     help="truncate passages to N tokens (default 512)")
     pr.add_argument("--template", default="reasoning", help="prompt template")
+
+    pr.set_defaults(input_files=("passages",))
 
     pa = sub.add_parser("parse", help="parse one model output (stdin) into a permutation")
     pa.add_argument("--num", type=int, required=True, help="passages in the window")
@@ -147,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _stop_on_sigterm()
     try:
         check_options(vars(args), flags=True)
-        _check_output_args(args)
+        _check_path_args(args)
         return getattr(importlib.import_module(module), name)(args)
     except ReasonRankError as exc:
         return _fail(str(exc), args.verbose)
@@ -160,12 +163,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _check_output_args(args: argparse.Namespace) -> None:
-    """Check the outputs a command declares (`set_defaults(output_files=..., output_dirs=...)`,
-    argparse dests) before it starts any work."""
-    from reasonrank.io.paths import check_output_dir, check_output_file
+def _check_path_args(args: argparse.Namespace) -> None:
+    """Check the paths a command declares (`set_defaults(input_files=..., output_files=...,
+    output_dirs=...)`, argparse dests) before it starts any work."""
+    from reasonrank.io.paths import check_input_file, check_output_dir, check_output_file
 
-    for kind, check in (("output_files", check_output_file), ("output_dirs", check_output_dir)):
+    checks = (("input_files", check_input_file), ("output_files", check_output_file),
+              ("output_dirs", check_output_dir))
+    for kind, check in checks:
         for dest in getattr(args, kind, ()):
             value = getattr(args, dest, None)
             for path in value if isinstance(value, list) else [value]:

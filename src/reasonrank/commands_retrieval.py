@@ -36,7 +36,8 @@ def register(sub: Any) -> None:  # argparse's subparsers action
     dn.add_argument("--batch-size", type=int, default=64, help="encoding batch (default: 64)")
     dn.add_argument("--device", default=None, help="torch device (default: automatic)")
     ix.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
-    ix.set_defaults(handler="reasonrank.commands_retrieval:cmd_index", output_dirs=("index",))
+    ix.set_defaults(handler="reasonrank.commands_retrieval:cmd_index", input_files=("corpus",),
+                    output_dirs=("index",))
 
     rt = sub.add_parser("retrieve", help="search an index and write a TREC run")
     rt.add_argument("--index", required=True, help="index directory (from `reasonrank index`)")
@@ -53,7 +54,7 @@ def register(sub: Any) -> None:  # argparse's subparsers action
     rt.add_argument("--device", default=None, help="torch device for dense queries")
     rt.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     rt.set_defaults(handler="reasonrank.commands_retrieval:cmd_retrieve",
-                    output_files=("output",))
+                    input_files=("queries",), output_files=("output",))
 
     fu = sub.add_parser("fuse", help="fuse TREC runs (reciprocal rank fusion or interpolation)")
     fu.add_argument("--runs", nargs="+", required=True, metavar="RUN", help="runs to fuse")
@@ -71,7 +72,8 @@ def register(sub: Any) -> None:  # argparse's subparsers action
                     help=f"documents per query written (default: {DEFAULT_FUSED_DEPTH})")
     fu.add_argument("--tag", default=None, help="run tag (default: rrf or interpolate)")
     fu.add_argument("-q", "--quiet", action="store_true", help="no summary")
-    fu.set_defaults(handler="reasonrank.commands_retrieval:cmd_fuse", output_files=("output",))
+    fu.set_defaults(handler="reasonrank.commands_retrieval:cmd_fuse", input_files=("runs",),
+                    output_files=("output",))
 
 
 def _console() -> Any:

@@ -33,7 +33,7 @@ def register(sub: Any) -> None:  # argparse's subparsers action
                    help="override one setting (value read as YAML); repeatable")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
-    p.set_defaults(handler="reasonrank.commands_synth:cmd_synth")
+    p.set_defaults(handler="reasonrank.commands_synth:cmd_synth", input_files=("config",))
 
 
 class _Bars:

@@ -46,6 +46,10 @@ class EmptyInputError(InputFormatError):
         super().__init__(path, None, f"no {what} in the file; nothing to do")
 
 
+class InputPathError(ReasonRankError, OSError):
+    """An input path that is missing, a directory or unreadable; found before any work."""
+
+
 class OutputPathError(ReasonRankError, OSError):
     """An output path that cannot be written; found before any work starts."""
 
@@ -84,6 +88,7 @@ _HINTS = {
     "EDQUOT": "the disk quota is exceeded; free some space",
     "EEXIST": "something already exists at that path",
     "ENAMETOOLONG": "use a shorter path",
+    "EFBIG": "the file is larger than the file system or a limit allows",
 }
 
 

@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
-from reasonrank.errors import OutputPathError
+from reasonrank.errors import InputPathError, OutputPathError
 from reasonrank.io._files import StrPath
 
 
@@ -44,11 +44,25 @@ def _can_create_in(folder: Path) -> bool:
     return True
 
 
+def check_input_file(path: StrPath, flag: str) -> None:
+    """Raise `InputPathError` unless `path` is a file we may read."""
+    target = Path(path)
+    if target.is_dir():
+        raise InputPathError(f"{flag} {path} is a directory; give a file")
+    if not target.exists():
+        raise InputPathError(f"{flag} {path}: no such file; check the path")
+    if not os.access(target, os.R_OK):
+        raise InputPathError(f"{flag} {path}: permission denied; check its permissions")
+
+
 def check_output_file(path: StrPath, flag: str = "--output") -> None:
     """Raise `OutputPathError` unless `path` can be written as a file (it may exist)."""
     target = Path(path)
     if target.is_dir():
         raise OutputPathError(f"{flag} {path} is a directory; give a file path")
+    if target.exists() and not target.is_file():
+        raise OutputPathError(f"{flag} {path} is not a regular file (a device or a pipe); "
+                              "give a file path")
     if not target.name or target.name in (".", ".."):
         raise OutputPathError(f"{flag} {path!r} is not a file name; give a file path")
     _check_folder(target.absolute().parent, flag, path)
