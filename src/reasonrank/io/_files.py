@@ -187,6 +187,11 @@ def atomic_write(path: StrPath, *, compress: bool | None = None) -> Iterator[IO[
                 yield raw
             sync(raw)
         os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None:  # a failed write (disk full) names the file it was for
+            raise OSError(exc.errno, exc.strerror, str(target)) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
