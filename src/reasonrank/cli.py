@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     module, _, name = getattr(args, "handler", f"reasonrank.commands:cmd_{args.command}")\
         .partition(":")
-    _stop_on_sigterm()
+    previous = _stop_on_sigterm()
     try:
         check_options(vars(args), flags=True)
         _check_path_args(args)
@@ -161,6 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; completed queries are saved (rerun with --resume)", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _check_path_args(args: argparse.Namespace) -> None:
@@ -192,18 +197,21 @@ def _fail(message: str, verbose: bool) -> int:
     return 2
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C (temporary files are removed, partial runs saved)."""
+def _stop_on_sigterm() -> Any:
+    """SIGTERM unwinds like Ctrl-C (temporary files are removed, partial runs saved); returns
+    the handler to restore, or None when none was installed."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        def interrupt(_signum: int, _frame: object) -> None:
-            raise KeyboardInterrupt
+        return None
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
 
-        signal.signal(signal.SIGTERM, interrupt)
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def print_json(obj: object) -> None:
