@@ -117,7 +117,6 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--max-passage-tokens", type=int, default=None,
                     help="truncate passages to N tokens (default 512)")
     pr.add_argument("--template", default="reasoning", help="prompt template")
-
     pr.set_defaults(input_files=("passages",))
 
     pa = sub.add_parser("parse", help="parse one model output (stdin) into a permutation")
@@ -190,7 +189,7 @@ def _fail(message: str, verbose: bool) -> int:
     """Print `message` as one line of at most `MAX_ERROR_CHARS` characters; exit code 2."""
     if verbose:
         log.debug("details of the error below", exc_info=True)
-    line = " ".join(message.split())
+    line = " ".join(part.strip() for part in message.splitlines())
     if len(line) > MAX_ERROR_CHARS:
         line = line[:MAX_ERROR_CHARS - 3] + "..."
     print(f"error: {line}", file=sys.stderr)
