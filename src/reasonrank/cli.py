@@ -13,10 +13,11 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from reasonrank.config import RerankConfig
-from reasonrank.errors import ReasonRankError
+from reasonrank.errors import ReasonRankError, describe_os_error
+from reasonrank.options import check_options
 
 log = logging.getLogger("reasonrank")
 
@@ -60,13 +61,23 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> RerankConfig
     names = {f.name for f in dataclasses.fields(RerankConfig)}
     options = {k: v for k, v in vars(args).items() if k in names}
     options.update(overrides)
-    return RerankConfig.from_options(**options)
+    config = RerankConfig.from_options(**options)
+    for warning in config.warnings():
+        log.warning("%s", warning)
+    return config
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line usage error (exit 2) that points to `--help`."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from reasonrank import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="reasonrank", description="Reasoning-intensive listwise passage reranking."
     )
     parser.add_argument("--version", action="version", version=f"reasonrank {__version__}")
@@ -97,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--ray-address", default=None, metavar="ADDR",
                       help="Ray cluster to join (default: start a local one)")
     add_config_arguments(rr, ("rerank", "hf", "openai", "vllm"))
+    rr.set_defaults(input_files=("requests", "run", "corpus", "queries"),
+                    output_files=("output", "traces"))
 
     pr = sub.add_parser("prompt", help="print the rendered prompt of one window")
     pr.add_argument("--query", required=True)
@@ -105,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--max-passage-tokens", type=int, default=None,
                     help="truncate passages to N tokens (default 512)")
     pr.add_argument("--template", default="reasoning", help="prompt template")
+    pr.set_defaults(input_files=("passages",))
 
     pa = sub.add_parser("parse", help="parse one model output (stdin) into a permutation")
     pa.add_argument("--num", type=int, required=True, help="passages in the window")
@@ -116,12 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--max-new-tokens", type=int, default=160, help="new tokens per window")
     de.add_argument("--output", default=None, help="also write the TREC run here")
     de.add_argument("-q", "--quiet", action="store_true", help="print only the scores")
+    de.set_defaults(output_files=("output",))
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. The one error boundary of the CLI: an expected failure (a
+    `ReasonRankError`, a file that cannot be read or written, no memory) prints one line and
+    returns 2; anything else is a bug and keeps its traceback (exit 1)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -129,14 +147,71 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     module, _, name = getattr(args, "handler", f"reasonrank.commands:cmd_{args.command}")\
         .partition(":")
+    previous = _stop_on_sigterm()
     try:
+        check_options(vars(args), flags=True)
+        _check_path_args(args)
         return getattr(importlib.import_module(module), name)(args)
     except ReasonRankError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc), args.verbose)
+    except OSError as exc:
+        return _fail(describe_os_error(exc), args.verbose)
+    except MemoryError:
+        return _fail("out of memory; use smaller inputs or options", args.verbose)
     except KeyboardInterrupt:
         print("interrupted; completed queries are saved (rerun with --resume)", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _check_path_args(args: argparse.Namespace) -> None:
+    """Check the paths a command declares (`set_defaults(input_files=..., output_files=...,
+    output_dirs=...)`, argparse dests) before it starts any work."""
+    from reasonrank.io.paths import check_input_file, check_output_dir, check_output_file
+
+    checks = (("input_files", check_input_file), ("output_files", check_output_file),
+              ("output_dirs", check_output_dir))
+    for kind, check in checks:
+        for dest in getattr(args, kind, ()):
+            value = getattr(args, dest, None)
+            for path in value if isinstance(value, list) else [value]:
+                if path is not None:
+                    check(path, "--" + dest.replace("_", "-"))
+
+
+MAX_ERROR_CHARS = 1000
+
+
+def _fail(message: str, verbose: bool) -> int:
+    """Print `message` as one line of at most `MAX_ERROR_CHARS` characters; exit code 2."""
+    if verbose:
+        log.debug("details of the error below", exc_info=True)
+    line = " ".join(part.strip() for part in message.splitlines())
+    if len(line) > MAX_ERROR_CHARS:
+        line = line[:MAX_ERROR_CHARS - 3] + "..."
+    print(f"error: {line}", file=sys.stderr)
+    return 2
+
+
+def _stop_on_sigterm() -> Any:
+    """SIGTERM unwinds like Ctrl-C (temporary files are removed, partial runs saved); returns
+    the handler to restore, or None when none was installed."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def print_json(obj: object) -> None:

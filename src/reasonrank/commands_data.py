@@ -37,7 +37,8 @@ def register(sub: Any) -> None:  # argparse's subparsers action
     fi.add_argument("--output", required=True, help="kept records, written unchanged (JSONL)")
     fi.add_argument("--dropped", default=None, help="also write the dropped records here")
     fi.add_argument("--json", action="store_true", help="print the report as JSON")
-    fi.set_defaults(handler="reasonrank.commands_data:cmd_filter")
+    fi.set_defaults(handler="reasonrank.commands_data:cmd_filter",
+                    output_files=("output", "dropped"))
 
     sp = dsub.add_parser("split", help="split records in two per domain (e.g. SFT and RL "
                          "halves, as released)")
@@ -48,7 +49,7 @@ def register(sub: Any) -> None:  # argparse's subparsers action
     sp.add_argument("--output", nargs=2, required=True, metavar=("FIRST", "SECOND"),
                     help="the two record files (put them beside id_query/ and id_doc/ to "
                          "build examples from them)")
-    sp.set_defaults(handler="reasonrank.commands_data:cmd_split")
+    sp.set_defaults(handler="reasonrank.commands_data:cmd_split", output_files=("output",))
 
     for name, what, extra in (
             ("sft", "SFT examples (prompt, completion)", ", or the released SFT file "
@@ -75,7 +76,8 @@ def register(sub: Any) -> None:  # argparse's subparsers action
             p.add_argument("--target", default=None,
                            help="assistant target with {reasoning} and {answer} (default: "
                                 "'<think> {reasoning} </think> <answer> {answer} </answer>')")
-        p.set_defaults(handler=f"reasonrank.commands_data:cmd_{name}")
+        p.set_defaults(handler=f"reasonrank.commands_data:cmd_{name}",
+                       output_files=("output",))
 
 
 def _console(quiet: bool) -> Any:

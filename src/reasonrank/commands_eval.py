@@ -79,7 +79,7 @@ def register(sub: Any) -> None:  # argparse's subparsers action
     rr.add_argument("--resume", action="store_true",
                     help="skip queries already in OUT/runs/<task>.txt")
     add_config_arguments(br, _RERANK_GROUPS)
-    br.set_defaults(handler="reasonrank.commands_eval:cmd_bright")
+    br.set_defaults(handler="reasonrank.commands_eval:cmd_bright", output_dirs=("out",))
 
 
 # --- evaluate -------------------------------------------------------------------------------
@@ -182,12 +182,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _check_files(**paths: str | None) -> None:
-    """A missing input is a clean error (exit 2), not a traceback."""
-    from reasonrank.datasets import DatasetNotFoundError
+    """A missing, directory or unreadable input is a clean error (exit 2), not a traceback."""
+    from reasonrank.io.paths import check_input_file
 
     for flag, path in paths.items():
-        if path is not None and not Path(path).is_file():
-            raise DatasetNotFoundError(f"--{flag} {path}: no such file")
+        if path is not None:
+            check_input_file(path, f"--{flag}")
 
 
 def _p(p: float) -> str:

@@ -36,7 +36,8 @@ def register(sub: Any) -> None:  # argparse's subparsers action
     dn.add_argument("--batch-size", type=int, default=64, help="encoding batch (default: 64)")
     dn.add_argument("--device", default=None, help="torch device (default: automatic)")
     ix.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
-    ix.set_defaults(handler="reasonrank.commands_retrieval:cmd_index")
+    ix.set_defaults(handler="reasonrank.commands_retrieval:cmd_index", input_files=("corpus",),
+                    output_dirs=("index",))
 
     rt = sub.add_parser("retrieve", help="search an index and write a TREC run")
     rt.add_argument("--index", required=True, help="index directory (from `reasonrank index`)")
@@ -52,7 +53,8 @@ def register(sub: Any) -> None:  # argparse's subparsers action
                     help="BM25 search threads (0: one per CPU; default: 1)")
     rt.add_argument("--device", default=None, help="torch device for dense queries")
     rt.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
-    rt.set_defaults(handler="reasonrank.commands_retrieval:cmd_retrieve")
+    rt.set_defaults(handler="reasonrank.commands_retrieval:cmd_retrieve",
+                    input_files=("queries",), output_files=("output",))
 
     fu = sub.add_parser("fuse", help="fuse TREC runs (reciprocal rank fusion or interpolation)")
     fu.add_argument("--runs", nargs="+", required=True, metavar="RUN", help="runs to fuse")
@@ -70,7 +72,8 @@ def register(sub: Any) -> None:  # argparse's subparsers action
                     help=f"documents per query written (default: {DEFAULT_FUSED_DEPTH})")
     fu.add_argument("--tag", default=None, help="run tag (default: rrf or interpolate)")
     fu.add_argument("-q", "--quiet", action="store_true", help="no summary")
-    fu.set_defaults(handler="reasonrank.commands_retrieval:cmd_fuse")
+    fu.set_defaults(handler="reasonrank.commands_retrieval:cmd_fuse", input_files=("runs",),
+                    output_files=("output",))
 
 
 def _console() -> Any:
@@ -150,6 +153,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_retrieve(args: argparse.Namespace) -> int:
     from reasonrank.errors import ConfigError
     from reasonrank.io import read_queries
+    from reasonrank.io.readers import require_items
     from reasonrank.retrieval.common import check_k, index_kind, write_run
 
     check_k(args.k)
@@ -157,7 +161,7 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     kind = index_kind(args.index)
     if args.dense and kind != "dense":
         raise ConfigError(f"--dense needs a dense index, but {args.index} is a {kind} index")
-    queries = read_queries(_input(args.queries))
+    queries = require_items(args.queries, read_queries(_input(args.queries)), "queries")
     bar, advance = _progress(args.quiet, "retrieving", len(queries))
     if kind == "dense":
         from reasonrank.retrieval.dense import DenseIndex

@@ -41,7 +41,8 @@ def register(sub: Any) -> None:  # argparse's subparsers action
                      choices=("critical", "error", "warning", "info", "debug"),
                      help="uvicorn log level (default: info)")
     add_config_arguments(sv, ("rerank", "hf", "openai", "vllm"))
-    sv.set_defaults(handler="reasonrank.commands_serve:cmd_serve")
+    sv.set_defaults(handler="reasonrank.commands_serve:cmd_serve",
+                    input_files=("server_api_key_file",))
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:

@@ -34,7 +34,7 @@ def register(sub: Any) -> None:  # argparse's subparsers action
                    help="override one setting (value read as YAML); repeatable")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
-    p.set_defaults(handler="reasonrank.commands_synth:cmd_synth")
+    p.set_defaults(handler="reasonrank.commands_synth:cmd_synth", input_files=("config",))
 
 
 class _Bars:
@@ -77,6 +77,7 @@ def _print_summary(synth: Any, as_json: bool) -> None:
 def cmd_synth(args: argparse.Namespace) -> int:
     from reasonrank.synth import BudgetExceeded, Synthesizer, TooFewRecords, open_workdir
 
+    _check_new_workdir(args)
     workdir, settings = open_workdir(args.workdir, args.config, args.overrides)
     with Synthesizer(workdir, settings) as synth:
         try:
@@ -98,3 +99,23 @@ def cmd_synth(args: argparse.Namespace) -> int:
         if not args.quiet or args.json:
             _print_summary(synth, args.json)
     return 0
+
+
+def _check_new_workdir(args: argparse.Namespace) -> None:
+    """A run that would fail at once creates no workdir: its path, its settings and the first
+    stage are checked before `open_workdir` makes the folder."""
+    from pathlib import Path
+
+    if Path(args.workdir).exists():
+        return
+    from reasonrank.errors import ConfigError
+    from reasonrank.io.paths import check_output_dir
+    from reasonrank.synth.settings import STAGES, merge_settings
+
+    check_output_dir(args.workdir, "--workdir")
+    settings = merge_settings(None, args.config, list(args.overrides))
+    first = STAGES[0] if args.stage == "all" else args.stage
+    if first != STAGES[0]:
+        raise ConfigError(f"--workdir {args.workdir} does not exist, so stage {first!r} has no "
+                          f"input: run `reasonrank synth {STAGES[0]}` (or `all`) first")
+    settings.check_required(first)

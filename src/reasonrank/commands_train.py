@@ -33,7 +33,8 @@ def register(sub: Any) -> None:  # argparse's subparsers action
                        "e.g. --set max_steps=10 --set lora=true")
         p.add_argument("-q", "--quiet", action="store_true",
                        help="no progress bar or library logs; summary only")
-        p.set_defaults(handler=f"reasonrank.commands_train:cmd_train_{kind}", train_kind=kind)
+        p.set_defaults(handler=f"reasonrank.commands_train:cmd_train_{kind}", train_kind=kind,
+                       input_files=("config",))
     mg = stages.add_parser("merge", help="merge a LoRA adapter into its base model")
     mg.add_argument("adapter", metavar="ADAPTER", help="adapter directory (OUTPUT/adapter)")
     mg.add_argument("--output", required=True, metavar="DIR", help="merged model directory")
@@ -42,7 +43,7 @@ def register(sub: Any) -> None:  # argparse's subparsers action
     mg.add_argument("--dtype", default="auto",
                     choices=("auto", "bfloat16", "float16", "float32"),
                     help="dtype to load the base model in (default: auto)")
-    mg.set_defaults(handler="reasonrank.commands_train:cmd_train_merge")
+    mg.set_defaults(handler="reasonrank.commands_train:cmd_train_merge", output_dirs=("output",))
 
 
 def _quiet() -> None:

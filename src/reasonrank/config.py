@@ -80,18 +80,9 @@ class RerankConfig:
     enable_prefix_caching: bool = _opt(True, "reuse the KV cache of shared prefixes", group="vllm")
 
     def __post_init__(self) -> None:
-        for name in ("window_size", "step", "top_k", "num_passes", "max_new_tokens",
-                     "concurrency", "batch_size", "tensor_parallel_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.rank_start < 0:
-            raise ConfigError(f"rank_start must be >= 0, got {self.rank_start}")
-        if self.max_passage_tokens is not None and self.max_passage_tokens < 1:
-            raise ConfigError(f"max_passage_tokens must be >= 1, got {self.max_passage_tokens}")
-        if self.temperature < 0:
-            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
-        if self.max_retries < 0:
-            raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
+        from reasonrank.options import check_options
+
+        check_options((f.name, getattr(self, f.name)) for f in dataclasses.fields(self))
         for name in ("policy", "endpoint", "preset", "attn_implementation"):
             choices = field_choices(name)
             value = getattr(self, name)
@@ -103,6 +94,24 @@ class RerankConfig:
             raise ConfigError(
                 f"unknown template {self.template!r}; choose one of: {', '.join(TEMPLATES)}"
             )
+
+    def warnings(self) -> list[str]:
+        """What these settings do that a user probably did not mean (the CLI logs each)."""
+        from reasonrank.windows import sliding_windows
+
+        seen = [False] * self.top_k if self.top_k <= 100_000 else []
+        for start, end in sliding_windows(len(seen), self.window_size, self.step,
+                                          self.rank_start, self.top_k):
+            seen[start:end] = [True] * (end - start)
+        gaps = _gaps(seen, self.rank_start)
+        if not gaps:
+            return []
+        shown = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in gaps[:3])
+        more = ", ..." if len(gaps) > 3 else ""
+        missed = sum(b - a + 1 for a, b in gaps)
+        return [f"--window-size {self.window_size} with --step {self.step} never shows "
+                f"{missed} of the top {self.top_k} positions to the model (0-based: "
+                f"{shown}{more}); use a step no larger than the window"]
 
     @property
     def passage_tokens(self) -> int:
@@ -133,6 +142,19 @@ class RerankConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _gaps(seen: list[bool], start: int) -> list[tuple[int, int]]:
+    """The runs of False in `seen[start:]` as inclusive (first, last) positions."""
+    gaps: list[tuple[int, int]] = []
+    for i in range(start, len(seen)):
+        if seen[i]:
+            continue
+        if gaps and gaps[-1][1] == i - 1:
+            gaps[-1] = (gaps[-1][0], i)
+        else:
+            gaps.append((i, i))
+    return gaps
 
 
 def field_choices(name: str) -> tuple[str, ...] | None:

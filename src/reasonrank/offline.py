@@ -9,9 +9,7 @@ small causal LM with the same vocabulary. This module rebuilds the exact Qwen2.5
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -211,15 +209,12 @@ def _tokenizer_config() -> dict[str, Any]:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename, so readers never see half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` via a temporary file and a rename, so readers never see half
+    (with the umask's permissions, as any other file)."""
+    from reasonrank.io._files import atomic_write
+
+    with atomic_write(path, compress=False) as handle:
+        handle.write(text.encode("utf-8"))
 
 
 def _is_complete(out: Path) -> bool:

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from reasonrank.backends.base import Backend, backend_class
+from reasonrank.backends.base import Backend, load_backend
 from reasonrank.config import RerankConfig
 from reasonrank.errors import ConfigError
 from reasonrank.prompts import PromptBuilder
@@ -50,7 +50,7 @@ class Reranker:
         self.config = config
         self.backend = (
             backend if isinstance(backend, Backend)
-            else backend_class(config.backend).from_config(config)
+            else load_backend(config)
         )
         self.builder = PromptBuilder(
             self.backend.tokenizer, config.template, config.passage_tokens

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sized
 from dataclasses import dataclass
 
 from reasonrank.backends.base import Backend, SamplingParams
@@ -107,7 +107,10 @@ class Scheduler:
                 return
             out.put_nowait(None)
 
-        workers = [asyncio.ensure_future(worker()) for _ in range(self.config.concurrency)]
+        count = self.config.concurrency  # one worker per query at most: memory stays flat
+        if isinstance(requests, Sized):
+            count = max(1, min(count, len(requests)))
+        workers = [asyncio.ensure_future(worker()) for _ in range(count)]
         running = len(workers)
         try:
             while running:

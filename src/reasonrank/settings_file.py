@@ -26,18 +26,27 @@ def build_settings(cls: type[T], values: Mapping[str, Any],
                           f"for {cls.__name__}: {', '.join(sorted(fields))}")
     hints = typing.get_type_hints(cls)
     coerced = {name: _coerce(name, value, hints[name]) for name, value in values.items()}
+    from reasonrank.options import check_options
+
+    check_options(coerced)
     return cls(**coerced)
 
 
 def read_yaml(path: Path, extra: str) -> dict[str, Any]:
     """A YAML mapping of settings (`extra` names the extra that installs pyyaml)."""
     yaml = require("yaml", extra, "reading YAML settings")
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; give a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
+    from reasonrank.io._files import read_text
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_text(path))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

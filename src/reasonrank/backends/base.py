@@ -97,19 +97,40 @@ def backend_class(name: str) -> type[Backend]:
     return getattr(importlib.import_module(module_name), attr)
 
 
+LOADER_BUGS = (AttributeError, NameError, AssertionError, ImportError, NotImplementedError)
+"""Exceptions that mean a bug, not a bad model file: they keep their traceback."""
+
+
+def load_backend(config: RerankConfig) -> Backend:
+    """The backend `config` names, loaded; a model that cannot load (a truncated or foreign
+    file: whatever its parser raises) is a `ModelLoadError` naming it."""
+    from reasonrank.errors import ModelLoadError, ReasonRankError
+
+    cls = backend_class(config.backend)
+    try:
+        return cls.from_config(config)
+    except (ReasonRankError, *LOADER_BUGS):
+        raise
+    except Exception as exc:
+        raise ModelLoadError(config.model, exc) from exc
+
+
 def load_tokenizer(name_or_path: str, purpose: str = "prompt rendering",
                    extra: str = "hf") -> Any:
     """`AutoTokenizer.from_pretrained`, with a GGUF file path understood as `gguf_file=`; a
     tokenizer that cannot load is a `ConfigError` naming it."""
-    from reasonrank.errors import ConfigError, require
+    from reasonrank.errors import ConfigError, describe_exception, require
 
     transformers = require("transformers", extra, purpose)
     directory, gguf = split_gguf_path(name_or_path)
     kwargs = {"gguf_file": gguf} if gguf else {}
     try:
         return transformers.AutoTokenizer.from_pretrained(directory, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"could not load the tokenizer of {name_or_path!r}: {exc}") from exc
+    except LOADER_BUGS:
+        raise
+    except Exception as exc:  # a truncated or foreign file: whatever its parser raises
+        raise ConfigError(f"could not load the tokenizer of {name_or_path!r}: "
+                          f"{describe_exception(exc)}") from exc
 
 
 def split_gguf_path(name_or_path: str) -> tuple[str, str | None]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from reasonrank.errors import ReasonRankError
-from reasonrank.io._files import StrPath, iter_lines
+from reasonrank.io._files import StrPath, iter_lines, load_json
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
 RUN_SUFFIXES = (".txt", ".txt.gz", ".trec", ".trec.gz", ".run", ".run.gz", ".tsv", ".tsv.gz",
@@ -52,7 +52,6 @@ def require_dir(path: StrPath, what: str) -> Path:
 
 def iter_json_lines(path: StrPath) -> Iterator[tuple[int, Any]]:
     """`(line, object)` of a JSONL file (`.gz` too); a bad line raises `InputFormatError`."""
-    import json
 
     from reasonrank.errors import InputFormatError
 
@@ -60,11 +59,7 @@ def iter_json_lines(path: StrPath) -> Iterator[tuple[int, Any]]:
         text = line.strip()
         if not text:
             continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputFormatError(path, lineno, f"invalid JSON: {exc.msg} (column {exc.colno})")\
-                from None
+        record = load_json(text, path, lineno)
         if not isinstance(record, dict):
             raise InputFormatError(path, lineno, "expected a JSON object")
         yield lineno, record

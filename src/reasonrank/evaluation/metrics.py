@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from reasonrank.errors import ConfigError, require
+from reasonrank.options import MAX_CUTOFF
 
 if TYPE_CHECKING:
     from reasonrank.types import RankedResult
@@ -90,9 +91,9 @@ def parse_metric(name: str) -> Measure:
     if k is None and spec[0] is None:
         raise ConfigError(f"metric {name!r} needs a cutoff, e.g. {family}@10; "
                           f"valid metrics: {valid}")
-    if k is not None and k < 1:
-        raise ConfigError(f"metric {name!r}: the cutoff must be a positive integer; "
-                          f"valid metrics: {valid}")
+    if k is not None and not 1 <= k <= MAX_CUTOFF:
+        raise ConfigError(f"metric {name!r}: the cutoff must be an integer from 1 to "
+                          f"{MAX_CUTOFF:,}; valid metrics: {valid}")
     return Measure(family, k)
 
 

@@ -7,15 +7,14 @@ naming the file and the line.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from typing import Any, NamedTuple, TypeVar
 
-from reasonrank.errors import ConfigError, InputFormatError, ReasonRankError
-from reasonrank.io._files import StrPath, base_name, iter_lines, read_text
+from reasonrank.errors import ConfigError, EmptyInputError, InputFormatError, ReasonRankError
+from reasonrank.io._files import StrPath, base_name, excerpt, iter_lines, load_json, read_text
 from reasonrank.types import Candidate, Query, Request
 
 V = TypeVar("V")
@@ -36,6 +35,7 @@ _TSV_NAMES = (".tsv", ".txt", ".tab")
 _SEP = re.compile(r"[ \t]+")
 _BEIR_HEADER = ["query-id", "corpus-id", "score"]
 _SHOWN = 5  # missing ids listed in an error
+MAX_RELEVANCE = 2**31 - 1  # trec_eval (and pytrec_eval) hold relevance in a C int
 
 
 class Doc(NamedTuple):
@@ -82,7 +82,7 @@ def _float(text: str, what: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise _RecordError(f"{what} {text!r} is not a number") from None
+        raise _RecordError(f"{what} {excerpt(text)} is not a number") from None
     if math.isnan(value):
         raise _RecordError(f"{what} is NaN")
     return value
@@ -92,7 +92,7 @@ def _int(text: str, what: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise _RecordError(f"{what} {text!r} is not an integer") from None
+        raise _RecordError(f"{what} {excerpt(text)} is not an integer") from None
 
 
 def _parse_run_line(line: str) -> tuple[str, str, int, float, str]:
@@ -103,7 +103,7 @@ def _parse_run_line(line: str) -> tuple[str, str, int, float, str]:
         return qid, docid, _int(rank, "rank"), _float(score, "score"), tag
     parts = _split_ends(line, 2, 3)
     if parts is None:
-        raise _RecordError(f"expected 6 fields 'qid Q0 docid rank score tag', got {line!r}")
+        raise _RecordError(f"expected 6 fields 'qid Q0 docid rank score tag', got {excerpt(line)}")
     (qid, _q0), docid, (rank, score, tag) = parts
     return qid, docid, _int(rank, "rank"), _float(score, "score"), tag
 
@@ -125,11 +125,7 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _loads(path: StrPath, line: int | None, text: str) -> Any:
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicate_keys)
-    except json.JSONDecodeError as exc:
-        where = exc.lineno if line is None else line
-        reason = f"invalid JSON: {exc.msg} (column {exc.colno})"
-        raise InputFormatError(path, where, reason) from None
+        return load_json(text, path, line, object_pairs_hook=_no_duplicate_keys)
     except _RecordError as exc:
         raise InputFormatError(path, line, str(exc)) from None
 
@@ -153,12 +149,12 @@ def _json_records(path: StrPath) -> Iterator[tuple[int | None, str, Any]]:
                 yield None, f"item {i}: ", record
             return
         try:
-            first = json.loads(text, object_pairs_hook=_no_duplicate_keys)
-        except (json.JSONDecodeError, _RecordError):
+            first = _loads(path, lineno, text)
+        except InputFormatError:
             lines.close()  # maybe one pretty-printed object rather than JSONL
             try:
-                whole = json.loads(read_text(path), object_pairs_hook=_no_duplicate_keys)
-            except (json.JSONDecodeError, _RecordError):
+                whole = _loads(path, None, read_text(path))
+            except InputFormatError:
                 whole = None
             if not isinstance(whole, dict):
                 _loads(path, lineno, text)  # raises the error of the first line
@@ -188,7 +184,7 @@ def _is_json(path: StrPath) -> bool:
 def _ident(value: Any, what: str) -> str:
     """An id given as a string or an integer, as a non-empty string."""
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise _RecordError(f"{what} must be a string or an integer, got {value!r}")
+        raise _RecordError(f"{what} must be a string or an integer, got {excerpt(value)}")
     text = str(value)
     if not text:
         raise _RecordError(f"{what} is empty")
@@ -221,10 +217,27 @@ def _title_of(record: Mapping[str, Any]) -> str | None:
 
 def _score(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _RecordError(f"{what} must be a number, got {value!r}")
-    if math.isnan(value):
+        raise _RecordError(f"{what} must be a number, got {excerpt(value)}")
+    if isinstance(value, float) and math.isnan(value):
         raise _RecordError(f"{what} is NaN")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise _RecordError(f"{what} {excerpt(value)} is out of range") from None
+
+
+def _relevance(text: str) -> int:
+    value = _int(text, "relevance")
+    if abs(value) > MAX_RELEVANCE:
+        raise _RecordError(f"relevance {excerpt(text)} is out of range (at most {MAX_RELEVANCE})")
+    return value
+
+
+def require_items(path: StrPath, items: V, what: str) -> V:
+    """`items`, or `EmptyInputError` ("no queries in FILE") when there are none."""
+    if not items:  # type: ignore[truthy-bool]
+        raise EmptyInputError(path, what)
+    return items
 
 
 # --- runs -----------------------------------------------------------------------------------
@@ -625,7 +638,7 @@ def load_requests(
         if given:
             raise ConfigError(f"give either a requests file or run/corpus/queries, not both "
                               f"(also given: {', '.join(given)})")
-        loaded = read_requests(requests)
+        loaded = require_items(requests, read_requests(requests), "requests")
         if top_k is not None:
             for request in loaded:
                 del request.candidates[top_k:]
@@ -638,7 +651,8 @@ def load_requests(
         )
     assert run is not None and corpus is not None and queries is not None
     names = (f"run {run}", f"queries {queries}", f"corpus {corpus}")
-    return _build(read_run(run), read_corpus(corpus), read_queries(queries), top_k, names)
+    first_stage = require_items(run, read_run(run), "queries")
+    return _build(first_stage, read_corpus(corpus), read_queries(queries), top_k, names)
 
 
 # --- qrels ----------------------------------------------------------------------------------
@@ -663,11 +677,11 @@ def read_qrels(path: StrPath) -> Qrels:
         parts = _split_ends(line, head, 1)
         if parts is None:
             layout = "qid iter docid rel" if head == 2 else "query-id corpus-id score"
-            raise InputFormatError(path, lineno, f"expected '{layout}', got {line!r}")
+            raise InputFormatError(path, lineno, f"expected '{layout}', got {excerpt(line)}")
         fields, docid, (rel,) = parts
         qid = fields[0]
         try:
-            relevance = _int(rel, "relevance")
+            relevance = _relevance(rel)
         except _RecordError as exc:
             raise InputFormatError(path, lineno, str(exc)) from None
         first = seen.setdefault((qid, docid), lineno)

@@ -16,11 +16,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from reasonrank.errors import ConfigError, InputFormatError, require
-from reasonrank.io._files import StrPath, atomic_write, base_name, iter_lines
+from reasonrank.io._files import (
+    StrPath,
+    atomic_write,
+    base_name,
+    iter_lines,
+    load_json,
+    read_text,
+)
 from reasonrank.prompts import PromptBuilder, render_chat
 from reasonrank.training.prompt_format import PromptFormat, chat_template_digest
 from reasonrank.training.records import TrainingRecord, TrainingSet
@@ -142,21 +148,14 @@ def sft_release_examples(path: StrPath, tokenizer: Any) -> Iterator[dict[str, An
 def _json_items(path: StrPath) -> list[dict[str, Any]]:
     if base_name(path).endswith(".jsonl"):
         return read_examples(path)
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputFormatError(path, exc.lineno, f"invalid JSON: {exc.msg}") from None
+    data = load_json(read_text(path), path)
     if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
         raise InputFormatError(path, None, "expected a JSON list of objects")
     return data
 
 
 def _object(path: StrPath, line: int, text: str) -> dict[str, Any]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputFormatError(path, line, f"invalid JSON: {exc.msg} (column {exc.colno})"
-                               ) from None
+    data = load_json(text, path, line)
     if not isinstance(data, dict):
         raise InputFormatError(path, line, "expected a JSON object")
     return data

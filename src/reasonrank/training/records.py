@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from reasonrank.errors import InputFormatError, ReasonRankError
-from reasonrank.io._files import StrPath, atomic_write, base_name, iter_lines
+from reasonrank.io._files import StrPath, atomic_write, base_name, iter_lines, load_json
 from reasonrank.io.readers import read_id_texts
 from reasonrank.rewards import ndcg_at_k
 from reasonrank.training.prompt_format import PromptFormat, read_prompt_format
@@ -210,11 +210,7 @@ def read_records(path: StrPath) -> list[TrainingRecord]:
     for lineno, line in iter_lines(path):
         if not line.strip():
             continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputFormatError(path, lineno, f"invalid JSON: {exc.msg} "
-                                   f"(column {exc.colno})") from None
+        data = load_json(line, path, lineno)
         if not isinstance(data, dict):
             raise InputFormatError(path, lineno, "expected a JSON object")
         try:
