@@ -24,7 +24,8 @@ import importlib.metadata as md
 import re
 
 wanted = """aiohttp blake3 cachetools cbor2 cloudpickle einops fastapi filelock huggingface-hub
-llguidance msgspec numpy openai openai-harmony oss-harmony pillow prometheus-client psutil
+llguidance msgspec numpy openai openai-harmony oss-harmony partial-json-parser pillow
+prometheus-client psutil
 py-cpuinfo pybase64 pydantic pyyaml pyzmq regex requests safetensors setproctitle tokenizers
 tqdm transformers typing-extensions uvloop xgrammar""".split()
 norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731

@@ -384,6 +384,7 @@ def test_engine_start_failure_says_why(artefacts: dict[str, Path], stub_core: An
         stub_core.failure.clear()
     assert "Engine core initialization failed" in str(info.value)
     assert "CUDA GPU" in str(info.value)
+    assert "none is visible here" in str(info.value)  # this venv's torch is the CPU build
 
 
 # --- shutdown ----------------------------------------------------------------------------------
@@ -408,3 +409,65 @@ def test_shutdown_leaves_no_thread_or_process(artefacts: dict[str, Path], stub_c
     assert multiprocessing.active_children() == []
     with pytest.raises(BackendError, match="closed"):
         _generate(backend, "x")
+
+
+# --- settings, loops, closing ------------------------------------------------------------------
+
+
+def test_settings_reach_vllms_config(artefacts: dict[str, Path], stub_core: Any) -> None:
+    from reasonrank.config import RerankConfig
+
+    config = RerankConfig(
+        backend="vllm", model=str(artefacts["model"]), tokenizer=str(artefacts["qwen"]),
+        gpu_memory_utilization=0.75, max_model_len=2048, dtype="float32", seed=11,
+        max_num_seqs=64, max_num_batched_tokens=4096,
+    )
+    assert config.concurrency == 256  # the vllm backend's default
+    backend = VLLMBackend.from_config(config)
+    try:
+        vc = backend.engine.vllm_config
+        assert (vc.scheduler_config.max_num_seqs, vc.scheduler_config.max_num_batched_tokens) == (
+            64, 4096,
+        )
+        assert vc.cache_config.gpu_memory_utilization == 0.75
+        assert vc.cache_config.enable_prefix_caching is True
+        assert vc.model_config.max_model_len == 2048
+        assert str(vc.model_config.dtype) == "torch.float32"
+        assert vc.model_config.seed == 11
+        assert vc.model_config.tokenizer == str(artefacts["qwen"])
+        assert vc.parallel_config.tensor_parallel_size == 1
+    finally:
+        asyncio.run(backend.aclose())
+
+
+def test_built_inside_a_running_loop(artefacts: dict[str, Path]) -> None:
+    async def build() -> VLLMBackend:
+        return _backend(artefacts)
+
+    backend = asyncio.run(build())  # vLLM starts its output task at once inside a loop
+    try:
+        assert _generate(backend, _render(backend.tokenizer, "inside")).text == ANSWER
+    finally:
+        asyncio.run(backend.aclose())
+
+
+def test_aclose_with_a_request_in_flight(artefacts: dict[str, Path], stub_core: Any) -> None:
+    backend = _backend(artefacts)
+    stub = stub_core.made[-1]
+    text = _render(backend.tokenizer, "closing")
+    global STEP_SECONDS
+    saved, STEP_SECONDS = STEP_SECONDS, 0.2
+
+    async def close_midway() -> None:
+        task = asyncio.create_task(backend.generate(Prompt(text, ()), SamplingParams()))
+        while not stub.requests:
+            await asyncio.sleep(0.005)
+        await backend.aclose()
+        with pytest.raises(BackendError, match="closed"):
+            await task
+
+    try:
+        asyncio.run(close_midway())
+    finally:
+        STEP_SECONDS = saved
+    assert stub.shutdown_calls == 1

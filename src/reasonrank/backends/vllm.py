@@ -11,11 +11,11 @@ thread and hands each request to it, so callers may use any loop, or a new one p
 The engine gets exactly the token ids the hf backend feeds its model,
 `tokenizer(prompt, add_special_tokens=False)`: the prompt is already rendered with the chat
 template, so a tokenizer that adds a BOS (Llama 3, Mistral, Gemma) must not add a second one.
-How they reach the engine depends on the installed vLLM, found by feature detection:
-- vLLM with a renderer (0.33 and later): `parse_model_prompt` + `engine.renderer.
-  render_cmpl_async([...], tok_params)` with `add_special_tokens=False`, then
-  `engine.generate(engine_input, ...)`; vLLM tokenizes in its own worker threads;
-- otherwise: the ids themselves as a `TokensPrompt` dict (`{"prompt_token_ids": ids}`).
+They reach the engine through vLLM's renderer, the non-deprecated input path (vLLM 0.33 and
+later; found by feature detection, not by version): `parse_model_prompt` +
+`engine.renderer.render_cmpl_async([...], tok_params)` with `add_special_tokens=False`, then
+`engine.generate(engine_input, ...)`; vLLM tokenizes in its own worker threads. An engine without
+a renderer (vLLM < 0.33) is refused with a message naming the supported range.
 vLLM is imported when the backend is built, never when this module is imported; the contract
 test (tests/test_vllm_contract.py) drives this module through vLLM's real front end.
 """
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import importlib
 import itertools
@@ -201,6 +202,16 @@ class VLLMBackend(Backend):
         except BaseException:
             self._loop.stop()
             raise
+        if self._render is None:
+            self._closed = True
+            with contextlib.suppress(Exception):
+                self._loop.call(self.engine.shutdown).result(30)
+            self._loop.stop()
+            version = getattr(self._vllm, "__version__", "?")
+            raise BackendError(
+                f"vLLM {version} has no renderer (engine.renderer.render_cmpl_async): the vllm "
+                f"backend needs vllm>=0.33 (pip install 'reasonrank[vllm]')"
+            )
 
     def _start_engine(self) -> Any:
         def build() -> Any:
@@ -240,7 +251,7 @@ class VLLMBackend(Backend):
         )
 
     def _find_renderer(self) -> Callable[[str], Coroutine[Any, Any, Any]] | None:
-        """The renderer path of vLLM >= 0.33, or None where the engine has no renderer."""
+        """Render text to the engine's input (exact ids, no special tokens added), or None."""
         renderer = getattr(self.engine, "renderer", None)
         render = getattr(renderer, "render_cmpl_async", None)
         defaults = getattr(renderer, "default_cmpl_tok_params", None)
@@ -290,15 +301,6 @@ class VLLMBackend(Backend):
         except Exception as exc:  # VLLMValidationError (not a ValueError), ValueError, TypeError
             raise BackendError(f"vLLM rejected the sampling parameters: {exc}") from exc
 
-    async def _engine_input(self, text: str) -> Any:
-        """What `engine.generate` gets for one rendered prompt (see the module docstring)."""
-        if self._render is not None:
-            return await self._render(text)
-        ids = await asyncio.to_thread(
-            lambda: list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        )
-        return {"prompt_token_ids": ids}
-
     async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
         if self._closed:
             raise BackendError("the vllm backend is closed")
@@ -320,7 +322,7 @@ class VLLMBackend(Backend):
     async def _run_request(self, text: str, sampling: Any, request_id: str) -> Generation:
         final = None
         try:
-            engine_input = await self._engine_input(text)
+            engine_input = await self._render(text)  # type: ignore[misc]
             async for output in self.engine.generate(engine_input, sampling, request_id):
                 final = output
         except Exception as exc:
