@@ -447,6 +447,9 @@ def test_built_inside_a_running_loop(artefacts: dict[str, Path]) -> None:
     backend = asyncio.run(build())  # vLLM starts its output task at once inside a loop
     try:
         assert _generate(backend, _render(backend.tokenizer, "inside")).text == ANSWER
+        # vLLM's offline (LLM-class) batch sizes, not its generic engine ones (128 sequences):
+        # room for the default --concurrency of 256.
+        assert backend.engine.vllm_config.scheduler_config.max_num_seqs >= 256
     finally:
         asyncio.run(backend.aclose())
 

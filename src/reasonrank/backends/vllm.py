@@ -214,8 +214,17 @@ class VLLMBackend(Backend):
             )
 
     def _start_engine(self) -> Any:
+        # vLLM sizes its batches by usage context; reranking is offline batch work, so take
+        # its LLM-class defaults (per GPU: 1024 sequences on H100/H200, 256 on smaller ones)
+        # rather than the generic engine ones (128 sequences, 2,048 tokens per step).
+        try:
+            usage = {"usage_context": importlib.import_module(
+                "vllm.usage.usage_lib").UsageContext.LLM_CLASS}
+        except (ImportError, AttributeError):  # pragma: no cover - every vLLM >= 0.4 has it
+            usage = {}
+
         def build() -> Any:
-            return self._vllm.AsyncLLMEngine.from_engine_args(self.engine_args)
+            return self._vllm.AsyncLLMEngine.from_engine_args(self.engine_args, **usage)
 
         try:
             try:
