@@ -14,7 +14,7 @@ VLLM_VERSION=${VLLM_VERSION:-0.34.0}
 rm -rf "$VENV"
 "$PYTHON" -m venv "$VENV"
 PY="$VENV/bin/python"
-PIP=("$PY" -m pip install --quiet --disable-pip-version-check)
+PIP=("$PY" -m pip install --quiet --disable-pip-version-check --no-compile)
 "${PIP[@]}" --upgrade pip
 "${PIP[@]}" torch==2.13.0
 "${PIP[@]}" --no-deps "vllm==$VLLM_VERSION"
