@@ -1,4 +1,4 @@
-"""GPU throughput of the hf backend on a Qwen2.5-7B-shaped model at BRIGHT prompt sizes.
+"""GPU throughput of the hf and vllm backends on a Qwen2.5-7B-shaped model at BRIGHT prompt sizes.
 
 A randomly initialised model of the Qwen2.5-7B shape is built directly on the GPU in bf16 (no
 checkpoint, no network), with the real Qwen2.5 tokenizer rebuilt offline. Requests are BRIGHT
@@ -10,6 +10,7 @@ never stop on their own). For each batch size it prints seconds per query, windo
 tokens/s, decode tokens/s and peak GPU memory, one line as soon as a setting is measured.
 
     python benchmarks/gpu_rerank.py --data DIR [--batch-sizes 8 16 32] [--new-tokens 64]
+    python benchmarks/gpu_rerank.py --data DIR --backend vllm [--max-num-seqs 64 256]
     python benchmarks/gpu_rerank.py --tiny --data /work/shared/data      # CPU smoke test
 
 `--data DIR` is the folder holding `trec_dl/bm25_top100_dl19.json.gz`. By default each setting
@@ -17,6 +18,12 @@ runs as many queries as its batch size (all in flight at once, so every batch is
 of one query run one after another); `--queries N` fixes the count instead. Settings run in
 increasing batch size and stop once the next one would overrun `--time-budget` seconds
 (counted from start-up, model init included).
+
+`--backend vllm` (default `both`: hf, then vllm where it is installed) runs the vllm backend on
+the same shape with dummy weights (`load_format="dummy"`, no checkpoint), prefix caching on, its
+default `--concurrency` (256) or `--queries`, once per `--max-num-seqs` value (default 256): one
+window per query is in flight, so N queries keep up to N sequences decoding. vLLM must be
+installed (`pip install 'reasonrank[vllm]'`, its own environment: it brings a CUDA torch).
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from reasonrank.backends.hf import HFBackend  # noqa: E402
 from reasonrank.config import RerankConfig  # noqa: E402
 from reasonrank.io import read_requests  # noqa: E402
 from reasonrank.offline import build_qwen25_tokenizer  # noqa: E402
+from reasonrank.prompts import PromptBuilder  # noqa: E402
 from reasonrank.reranker import Reranker  # noqa: E402
 from reasonrank.types import Candidate, Query, Request  # noqa: E402
 
@@ -304,13 +312,9 @@ def estimate(cal: Calibration, batch: int, queries: int, new_tokens: int,
 def run_vllm(args: argparse.Namespace, tokenizer: Any, requests: list[Request],
              config_shape: dict[str, Any]) -> None:
     try:
-        import vllm  # noqa: F401
-    except Exception:
-        log("vllm: not installed")
-        return
-    remaining = args.time_budget - elapsed()
-    if remaining < 180:
-        log(f"vllm: installed but skipped ({remaining:.0f} s of the time budget left)")
+        import vllm
+    except Exception as exc:
+        log(f"vllm: not installed ({type(exc).__name__}: {exc}); pip install 'reasonrank[vllm]'")
         return
     from reasonrank.backends.vllm import VLLMBackend
 
@@ -324,85 +328,60 @@ def run_vllm(args: argparse.Namespace, tokenizer: Any, requests: list[Request],
                 kwargs["output_kind"] = self._final_only
             return self._vllm.SamplingParams(**kwargs)
 
-    try:
-        model_dir = Path(tempfile.mkdtemp(prefix="reasonrank-vllm-"))
-        Qwen2Config(**config_shape, rms_norm_eps=1e-6, use_sliding_window=False,
-                    bos_token_id=PAD, eos_token_id=EOS[0], dtype="bfloat16",
-                    architectures=["Qwen2ForCausalLM"]).save_pretrained(model_dir)
-        tokenizer.save_pretrained(model_dir)
-        batch = max(args.batch_sizes)
-        began = time.perf_counter()
-        backend = FixedLengthVLLM(
-            str(model_dir), tokenizer=tokenizer, dtype="bfloat16", max_model_len=8192,
-            gpu_memory_utilization=0.85, enable_prefix_caching=False,
-            engine_kwargs={"load_format": "dummy", "max_num_seqs": batch},
-        )
-        log(f"vllm: engine up in {time.perf_counter() - began:.0f} s")
-        config = RerankConfig(
-            model=str(model_dir), backend="vllm", template="reasoning",
-            max_passage_tokens=args.passage_tokens, max_new_tokens=args.new_tokens,
-            concurrency=batch,
-        )
-        rr = Reranker(backend=backend, config=config)
+    model_dir = Path(tempfile.mkdtemp(prefix="reasonrank-vllm-"))
+    Qwen2Config(**config_shape, rms_norm_eps=1e-6, use_sliding_window=False,
+                bos_token_id=PAD, eos_token_id=EOS[0], dtype="bfloat16",
+                architectures=["Qwen2ForCausalLM"]).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    log(f"vllm {vllm.__version__}: dummy weights, prefix caching on, "
+        f"tensor_parallel_size {args.tensor_parallel_size}")
+    for seqs in args.max_num_seqs:
+        remaining = args.time_budget - elapsed()
+        if remaining < 180:
+            log(f"vllm max_num_seqs {seqs}: skipped ({remaining:.0f} s of the budget left)")
+            break
+        queries = args.queries or seqs
         try:
-            qs = requests[:batch]
             began = time.perf_counter()
-            results = rr.rerank_batch(qs)
-            wall = time.perf_counter() - began
-        finally:
-            rr.close()
+            backend = FixedLengthVLLM(
+                str(model_dir), tokenizer=tokenizer, dtype="bfloat16", max_model_len=8192,
+                gpu_memory_utilization=args.gpu_memory_utilization,
+                tensor_parallel_size=args.tensor_parallel_size, max_num_seqs=seqs,
+                engine_kwargs={"load_format": "dummy"},
+            )
+            log(f"vllm: engine up in {time.perf_counter() - began:.0f} s")
+            config = RerankConfig(
+                model=str(model_dir), backend="vllm", template="reasoning",
+                max_passage_tokens=args.passage_tokens, max_new_tokens=args.new_tokens,
+                concurrency=queries, max_num_seqs=seqs,
+            )
+            rr = Reranker(backend=backend, config=config)
+            try:
+                qs = requests[:queries]
+                began = time.perf_counter()
+                results = rr.rerank_batch(qs)
+                wall = time.perf_counter() - began
+            finally:
+                rr.close()
+        except Exception as exc:
+            log(f"vllm max_num_seqs {seqs}: failed: {type(exc).__name__}: {str(exc)[:300]}")
+            break
         windows = [w for r in results for w in r.windows]
         prompt = sum(w.prompt_tokens or 0 for w in windows)
         out = sum(w.output_tokens or 0 for w in windows)
-        log(f"vllm: max_num_seqs {batch}, {len(qs)} queries, {len(windows)} windows, "
+        bad = sum(1 for w in windows if w.output_tokens != args.new_tokens)
+        log(f"vllm: max_num_seqs {seqs}, {len(qs)} queries, {len(windows)} windows, "
             f"{wall:.1f} s, {wall / len(qs):.2f} s/query, {len(windows) / wall:.2f} windows/s, "
-            f"{prompt / wall:.0f} prompt tok/s, {out / wall:.1f} out tok/s (end to end)")
-    except Exception as exc:
-        log(f"vllm: failed: {type(exc).__name__}: {exc}")
+            f"{prompt / wall:.0f} prompt tok/s, {out / wall:.1f} out tok/s (end to end)"
+            + (f"  WARNING: {bad} windows without exactly {args.new_tokens} tokens" if bad else ""))
 
 
 # ---------------------------------------------------------------------------------------------
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True,
-                        help="folder holding trec_dl/bm25_top100_dl19.json.gz")
-    parser.add_argument("--queries", type=int, default=None,
-                        help="queries per setting (default: the setting's batch size)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=None,
-                        help="default 8 16 32 (--tiny: 2 4)")
-    parser.add_argument("--new-tokens", type=int, default=None,
-                        help="output tokens per window (default 64; --tiny: 8)")
-    parser.add_argument("--passage-tokens", type=int, default=None,
-                        help="passage truncation (default 512; --tiny: 48)")
-    parser.add_argument("--attn", default="sdpa", choices=("sdpa", "eager", "flash_attention_2"))
-    parser.add_argument("--time-budget", type=float, default=420.0,
-                        help="seconds from start-up; no setting starts that would overrun it")
-    parser.add_argument("--tiny", action="store_true", help="tiny random model on the CPU")
-    parser.add_argument("--tokenizer", help="tokenizer dir (default: Qwen2.5 rebuilt offline)")
-    args = parser.parse_args()
-    args.batch_sizes = sorted(set(args.batch_sizes or ([2, 4] if args.tiny else [8, 16, 32])))
-    args.new_tokens = args.new_tokens or (8 if args.tiny else 64)
-    args.passage_tokens = args.passage_tokens or (48 if args.tiny else 512)
-    if args.tiny:
-        device = "cpu"
-        torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-    elif torch.cuda.is_available():
-        device = "cuda"
-    else:
-        log("no CUDA device: use --tiny for the CPU smoke test")
-        return 1
-
-    log(f"torch {torch.__version__}, transformers {transformers.__version__}, device "
-        f"{torch.cuda.get_device_name(0) if device == 'cuda' else 'cpu'}, attn {args.attn}")
-    tok_dir = args.tokenizer or build_qwen25_tokenizer(
-        Path(tempfile.gettempdir()) / "reasonrank-qwen25-tok")
-    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-    n_requests = max(args.queries or 0, *args.batch_sizes)
-    requests = build_requests(args.data, n_requests, args.passage_tokens)
-    log(f"{n_requests} requests x 100 passages built ({elapsed():.0f} s)")
-
+def run_hf(args: argparse.Namespace, tokenizer: Any, requests: list[Request],
+           device: str) -> None:
+    """The hf backend: warm-up, calibration, then one line per batch size."""
     model, init_s = build_model(args.tiny, device, args.attn)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"random {'tiny' if args.tiny else 'Qwen2.5-7B-shaped'} model: {n_params / 1e9:.2f} B "
@@ -410,8 +389,6 @@ def main() -> int:
         f"({elapsed():.0f} s since start)")
 
     # Warm-up and calibration: the first two windows of one query, 8 new tokens.
-    from reasonrank.prompts import PromptBuilder
-
     builder = PromptBuilder(tokenizer, "reasoning", args.passage_tokens)
     prepared = builder.prepare(requests[0])
     prompts = [builder.render(prepared.query, prepared.passages[s:s + 20]).text
@@ -451,8 +428,57 @@ def main() -> int:
         cal.factor = result.wall_s / (guess / 1.3 / max(cal.factor, 1.0))
     log(f"hf done ({elapsed():.0f} s since start)")
 
-    if not args.tiny:
-        del model
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True,
+                        help="folder holding trec_dl/bm25_top100_dl19.json.gz")
+    parser.add_argument("--queries", type=int, default=None,
+                        help="queries per setting (default: the setting's batch size)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=None,
+                        help="default 8 16 32 (--tiny: 2 4)")
+    parser.add_argument("--new-tokens", type=int, default=None,
+                        help="output tokens per window (default 64; --tiny: 8)")
+    parser.add_argument("--passage-tokens", type=int, default=None,
+                        help="passage truncation (default 512; --tiny: 48)")
+    parser.add_argument("--attn", default="sdpa", choices=("sdpa", "eager", "flash_attention_2"))
+    parser.add_argument("--time-budget", type=float, default=420.0,
+                        help="seconds from start-up; no setting starts that would overrun it")
+    parser.add_argument("--tiny", action="store_true", help="tiny random model on the CPU")
+    parser.add_argument("--tokenizer", help="tokenizer dir (default: Qwen2.5 rebuilt offline)")
+    parser.add_argument("--backend", choices=("hf", "vllm", "both"), default="both",
+                        help="both: hf, then vllm where installed")
+    parser.add_argument("--max-num-seqs", type=int, nargs="+", default=[256],
+                        help="vllm: one engine per value (default 256)")
+    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs")
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm")
+    args = parser.parse_args()
+    args.batch_sizes = sorted(set(args.batch_sizes or ([2, 4] if args.tiny else [8, 16, 32])))
+    args.new_tokens = args.new_tokens or (8 if args.tiny else 64)
+    args.passage_tokens = args.passage_tokens or (48 if args.tiny else 512)
+    if args.tiny:
+        device = "cpu"
+        torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    elif torch.cuda.is_available():
+        device = "cuda"
+    else:
+        log("no CUDA device: use --tiny for the CPU smoke test")
+        return 1
+
+    log(f"torch {torch.__version__}, transformers {transformers.__version__}, device "
+        f"{torch.cuda.get_device_name(0) if device == 'cuda' else 'cpu'}, attn {args.attn}")
+    tok_dir = args.tokenizer or build_qwen25_tokenizer(
+        Path(tempfile.gettempdir()) / "reasonrank-qwen25-tok")
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    vllm_sizes = args.max_num_seqs if args.backend != "hf" and not args.tiny else []
+    n_requests = max(args.queries or 0, *args.batch_sizes, *vllm_sizes)
+    requests = build_requests(args.data, n_requests, args.passage_tokens)
+    log(f"{n_requests} requests x 100 passages built ({elapsed():.0f} s)")
+
+    if args.backend in ("hf", "both") or args.tiny:
+        run_hf(args, tokenizer, requests, device)
+
+    if args.backend in ("vllm", "both") and not args.tiny:
         gc.collect()
         torch.cuda.empty_cache()
         run_vllm(args, tokenizer, requests, QWEN25_7B)

@@ -345,7 +345,7 @@ def test_grpo_vllm_needs_the_extra(rl_file: Path, tmp_path: Path) -> None:
         pytest.skip("vllm is installed")
     settings = GRPOSettings(model="unused", train_file=str(rl_file), output_dir=str(tmp_path),
                             use_vllm=True)
-    with pytest.raises(MissingDependencyError, match=r"pip install 'reasonrank\[vllm\]'"):
+    with pytest.raises(MissingDependencyError, match=r"pip install 'reasonrank\[grpo-vllm\]'"):
         build_grpo_trainer(settings)
 
 

@@ -23,6 +23,10 @@ PASSAGE_TOKEN_PRESETS: dict[str, int] = {
     "msmarco": 100,
 }
 DEFAULT_PASSAGE_TOKENS = 512
+# --concurrency when it is not given: a vLLM engine or an OpenAI-compatible server keeps hundreds
+# of sequences decoding at once; the hf backend batches --batch-size of them per step.
+BACKEND_CONCURRENCY = {"vllm": 256, "openai": 256}
+HF_CONCURRENCY_PER_BATCH = 4
 ENDPOINTS = ("completions", "chat")
 
 
@@ -52,7 +56,10 @@ class RerankConfig:
     max_new_tokens: int = _opt(3172, "reasoning budget: new tokens per window")
     temperature: float = _opt(0.0, "sampling temperature (0 = greedy)")
     seed: int | None = _opt(None, "sampling seed")
-    concurrency: int = _opt(32, "global cap on generations in flight")
+    concurrency: int | None = _opt(
+        None, "global cap on generations in flight (default: 256 for vllm and openai, "
+        f"{HF_CONCURRENCY_PER_BATCH} x --batch-size for hf)",
+    )
     policy: str = _opt("reproduce", "parse policy for windows without an answer", choices=POLICIES)
     # hf
     device: str = _opt("auto", "torch device: auto, cpu, cuda, cuda:1, mps", group="hf")
@@ -78,10 +85,20 @@ class RerankConfig:
     gpu_memory_utilization: float = _opt(0.9, "fraction of GPU memory vLLM may take", group="vllm")
     max_model_len: int | None = _opt(None, "context length (default: the model's)", group="vllm")
     enable_prefix_caching: bool = _opt(True, "reuse the KV cache of shared prefixes", group="vllm")
+    max_num_seqs: int | None = _opt(
+        None, "sequences decoded at once (default: vLLM's)", group="vllm"
+    )
+    max_num_batched_tokens: int | None = _opt(
+        None, "tokens per engine step (default: vLLM's)", group="vllm"
+    )
 
     def __post_init__(self) -> None:
         from reasonrank.options import check_options
 
+        # Not a field: whether concurrency was left to the backend's default (see `replace`).
+        self._default_concurrency = self.concurrency is None
+        if self.concurrency is None:
+            self.concurrency = default_concurrency(self.backend, self.batch_size)
         check_options((f.name, getattr(self, f.name)) for f in dataclasses.fields(self))
         for name in ("policy", "endpoint", "preset", "attn_implementation"):
             choices = field_choices(name)
@@ -138,6 +155,8 @@ class RerankConfig:
         return cls(**options)
 
     def replace(self, **changes: Any) -> RerankConfig:
+        if getattr(self, "_default_concurrency", False):
+            changes.setdefault("concurrency", None)  # follow a changed backend or batch size
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,6 +174,11 @@ def _gaps(seen: list[bool], start: int) -> list[tuple[int, int]]:
         else:
             gaps.append((i, i))
     return gaps
+
+
+def default_concurrency(backend: str, batch_size: int) -> int:
+    """--concurrency when it is not given: 256 for vllm and openai, a few hf batches else."""
+    return BACKEND_CONCURRENCY.get(backend, HF_CONCURRENCY_PER_BATCH * max(1, batch_size))
 
 
 def field_choices(name: str) -> tuple[str, ...] | None:

@@ -80,6 +80,7 @@ class Scheduler:
                     order=parsed.order, prompt_tokens=gen.prompt_tokens,
                     output_tokens=gen.output_tokens, finish_reason=gen.finish_reason,
                     latency_s=latency, pass_index=pass_index,
+                    raw_finish_reason=gen.raw_finish_reason,
                 )
                 windows.append(trace)
                 if self.on_window is not None:

@@ -62,8 +62,10 @@ class WindowTrace:
     finish_reason: str | None = None
     latency_s: float = 0.0
     pass_index: int = 0
+    raw_finish_reason: str | None = None  # the engine's own reason where it was mapped
 
     def to_dict(self) -> dict[str, Any]:
+        extra = {"raw_finish_reason": self.raw_finish_reason} if self.raw_finish_reason else {}
         return {
             "start": self.start,
             "end": self.end,
@@ -75,6 +77,7 @@ class WindowTrace:
             "order": self.order,
             "latency_s": round(self.latency_s, 6),
             "output": self.output,
+            **extra,
         }
 
     @classmethod
@@ -90,6 +93,7 @@ class WindowTrace:
             finish_reason=data.get("finish_reason"),
             latency_s=float(data.get("latency_s", 0.0)),
             pass_index=int(data.get("pass", 0)),
+            raw_finish_reason=data.get("raw_finish_reason"),
         )
 
 

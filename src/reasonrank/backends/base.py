@@ -38,7 +38,8 @@ class Generation:
     text: str
     prompt_tokens: int | None = None
     output_tokens: int | None = None
-    finish_reason: str | None = None  # "stop" (EOS) or "length" (budget ran out)
+    finish_reason: str | None = None  # "stop" (EOS) or "length" (budget ran out), or "error"
+    raw_finish_reason: str | None = None  # the engine's own reason where it was mapped ("abort")
 
 
 class Backend(abc.ABC):

@@ -1,4 +1,4 @@
-"""In-process vLLM: one `AsyncLLMEngine` (continuous batching) shared by every window.
+"""In-process vLLM: one `AsyncLLM` engine (continuous batching) shared by every window.
 
 Each `generate` call is submitted to the engine the moment it is made, so the engine's scheduler
 batches whatever is in flight; nothing waits for a lock-step batch.
@@ -8,19 +8,28 @@ vLLM's async engine binds its background output task to the event loop it first 
 would wait forever. The backend therefore gives the engine a private event loop on a daemon
 thread and hands each request to it, so callers may use any loop, or a new one per call.
 
-Only vLLM's documented API is used: `AsyncEngineArgs`, `AsyncLLMEngine.from_engine_args`,
-`SamplingParams`, `engine.generate(prompt, sampling_params, request_id)` (an async generator of
-`RequestOutput`) and `engine.shutdown()`. vLLM is imported when the backend is built, never
-when this module is imported.
+The engine gets exactly the token ids the hf backend feeds its model,
+`tokenizer(prompt, add_special_tokens=False)`: the prompt is already rendered with the chat
+template, so a tokenizer that adds a BOS (Llama 3, Mistral, Gemma) must not add a second one.
+They reach the engine through vLLM's renderer, the non-deprecated input path (vLLM 0.33 and
+later; found by feature detection, not by version): `parse_model_prompt` +
+`engine.renderer.render_cmpl_async([...], tok_params)` with `add_special_tokens=False`, then
+`engine.generate(engine_input, ...)`; vLLM tokenizes in its own worker threads. An engine without
+a renderer (vLLM < 0.33) is refused with a message naming the supported range.
+vLLM is imported when the backend is built, never when this module is imported; the contract
+test (tests/test_vllm_contract.py) drives this module through vLLM's real front end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import dataclasses
 import importlib
 import itertools
 import logging
+import re
 import sys
 import threading
 import uuid
@@ -75,16 +84,56 @@ class _EngineLoop:
             self._thread.join(timeout)
 
 
+# vLLM's finish reasons, as reasonrank reports them: "stop" (EOS or a stop token), "length" (the
+# budget or the context ran out), "error" for the rest ("abort", "error", "repetition"), whose raw
+# name is kept in `Generation.raw_finish_reason` and the window trace.
+FINISH_REASONS = {"stop": "stop", "length": "length"}
+# vLLM's field names where they differ from the engine argument that sets them.
+_FIELD_TO_ARG = {"cache_dtype": "kv_cache_dtype"}
+_CONTEXT_HINT = " (raise max_model_len, or shorten the prompt: fewer passage tokens)"
+
+
+def _engine_setting_error(exc: Exception, args: Mapping[str, Any]) -> str:
+    """One line naming the engine setting (and its value) that vLLM's validation rejected."""
+    problems: list[tuple[str | None, Any, str]] = []
+    errors = getattr(exc, "errors", None)
+    if callable(errors):  # pydantic's ValidationError
+        try:
+            for error in errors():
+                loc = error.get("loc") or ()
+                name = loc[0] if loc and isinstance(loc[0], str) else None
+                name = _FIELD_TO_ARG.get(name, name) if name else None
+                msg = str(error.get("msg", "")).removeprefix("Value error, ")
+                problems.append((name, error.get("input"), msg.splitlines()[0] if msg else ""))
+        except Exception:  # pragma: no cover - an unexpected shape: fall back to str(exc)
+            problems = []
+    if not problems:
+        problems = [(None, None, str(exc).strip().splitlines()[0] if str(exc).strip() else "")]
+    # The first problem with a setting the caller gave; else the first with a name in its text.
+    named = [p for p in problems if p[0] in args] or problems
+    name, value, msg = named[0]
+    if name not in args:
+        name = next((a for a in args if a != "model" and re.search(rf"\b{a}\b", msg)), name)
+    if name in args:
+        value = args[name]
+    if name is None:
+        return f"vLLM rejected the engine settings: {type(exc).__name__}: {msg}"
+    return f"invalid vllm setting {name}={value!r}: {msg}"
+
+
 class VLLMBackend(Backend):
-    """Generate with an in-process vLLM engine (`AsyncLLMEngine`, continuous batching).
+    """Generate with an in-process vLLM engine (`AsyncLLM`, continuous batching).
 
-    The prompt string is sent to the engine verbatim: vLLM tokenizes it with the model's
-    tokenizer and applies no chat template. `tokenizer` (used for prompt rendering and
-    passage truncation) is the one given, else `AutoTokenizer.from_pretrained(tokenizer_name)`
-    loaded on first use; vLLM loads its own copy of the same tokenizer for the engine.
+    The rendered prompt's token ids, `tokenizer(prompt, add_special_tokens=False)`, are what the
+    engine receives; vLLM applies no chat template and adds no special token. `tokenizer` (used
+    for prompt rendering and passage truncation) is the one given, else
+    `AutoTokenizer.from_pretrained(tokenizer_name)` loaded on first use; vLLM loads its own copy
+    of the same tokenizer.
 
-    `engine_kwargs` are passed on to `vllm.AsyncEngineArgs` as extra keywords (for instance
-    `quantization`, `enforce_eager`, `trust_remote_code`, `max_num_seqs`).
+    `max_num_seqs` and `max_num_batched_tokens` size the engine's batches (None: vLLM's
+    defaults). `engine_kwargs` are passed on to `vllm.AsyncEngineArgs` as extra keywords (for
+    instance `quantization`, `enforce_eager`, `kv_cache_dtype`). An invalid setting raises
+    `ConfigError` naming it.
     """
 
     name: ClassVar[str] = "vllm"
@@ -100,6 +149,8 @@ class VLLMBackend(Backend):
         enable_prefix_caching: bool = True,
         dtype: str = "auto",
         seed: int | None = None,
+        max_num_seqs: int | None = None,
+        max_num_batched_tokens: int | None = None,
         tokenizer: Any = None,
         engine_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
@@ -128,26 +179,52 @@ class VLLMBackend(Backend):
             "enable_prefix_caching": enable_prefix_caching,
             "dtype": dtype,
         }
-        if max_model_len is not None:
-            args["max_model_len"] = max_model_len
-        if seed is not None:
-            args["seed"] = seed
+        optional = {
+            "max_model_len": max_model_len,
+            "seed": seed,
+            "max_num_seqs": max_num_seqs,
+            "max_num_batched_tokens": max_num_batched_tokens,
+        }
+        args.update({k: v for k, v in optional.items() if v is not None})
         args.update(engine_kwargs or {})
+        self._engine_settings = args
         try:
             self.engine_args = self._vllm.AsyncEngineArgs(**args)
-        except (TypeError, ValueError) as exc:
+        except TypeError as exc:
             raise ConfigError(f"vllm.AsyncEngineArgs rejected the engine arguments: {exc}") from exc
+        except ValueError as exc:
+            raise ConfigError(_engine_setting_error(exc, args)) from exc
 
         self._loop = _EngineLoop()
         try:
             self.engine = self._start_engine()
+            self._render = self._find_renderer()
         except BaseException:
             self._loop.stop()
             raise
+        if self._render is None:
+            self._closed = True
+            with contextlib.suppress(Exception):
+                self._loop.call(self.engine.shutdown).result(30)
+            self._loop.stop()
+            version = getattr(self._vllm, "__version__", "?")
+            raise BackendError(
+                f"vLLM {version} has no renderer (engine.renderer.render_cmpl_async): the vllm "
+                f"backend needs vllm>=0.33 (pip install 'reasonrank[vllm]')"
+            )
 
     def _start_engine(self) -> Any:
+        # vLLM sizes its batches by usage context; reranking is offline batch work, so take
+        # its LLM-class defaults (per GPU: 1024 sequences on H100/H200, 256 on smaller ones)
+        # rather than the generic engine ones (128 sequences, 2,048 tokens per step).
+        try:
+            usage = {"usage_context": importlib.import_module(
+                "vllm.usage.usage_lib").UsageContext.LLM_CLASS}
+        except (ImportError, AttributeError):  # pragma: no cover - every vLLM >= 0.4 has it
+            usage = {}
+
         def build() -> Any:
-            return self._vllm.AsyncLLMEngine.from_engine_args(self.engine_args)
+            return self._vllm.AsyncLLMEngine.from_engine_args(self.engine_args, **usage)
 
         try:
             try:
@@ -160,6 +237,10 @@ class VLLMBackend(Backend):
             # A loop runs here, and vLLM would start its output task on it: build on the
             # engine loop instead, so that everything the engine schedules lives there.
             return self._loop.call(build).result()
+        except ValueError as exc:
+            # vLLM validates its configs (pydantic, a ValueError) while building the engine:
+            # a setting it does not accept, before any GPU is touched.
+            raise ConfigError(_engine_setting_error(exc, self._engine_settings)) from exc
         except Exception as exc:
             raise BackendError(self._start_failure(exc)) from exc
 
@@ -177,6 +258,30 @@ class VLLMBackend(Backend):
             "; check that one is visible and has room "
             "(gpu_memory_utilization, max_model_len, tensor_parallel_size)."
         )
+
+    def _find_renderer(self) -> Callable[[str], Coroutine[Any, Any, Any]] | None:
+        """Render text to the engine's input (exact ids, no special tokens added), or None."""
+        renderer = getattr(self.engine, "renderer", None)
+        render = getattr(renderer, "render_cmpl_async", None)
+        defaults = getattr(renderer, "default_cmpl_tok_params", None)
+        parse = None
+        for module in ("vllm.renderers.inputs.preprocess", "vllm.inputs"):
+            try:
+                parse = getattr(importlib.import_module(module), "parse_model_prompt", None)
+            except ImportError:
+                continue
+            if parse is not None:
+                break
+        if render is None or parse is None or not dataclasses.is_dataclass(defaults):
+            return None
+        tok_params = dataclasses.replace(defaults, add_special_tokens=False)
+        model_config = self.engine.model_config
+
+        async def render_text(text: str) -> Any:
+            (engine_input,) = await render([parse(model_config, text)], tok_params)
+            return engine_input
+
+        return render_text
 
     @property
     def tokenizer(self) -> Any:
@@ -200,15 +305,17 @@ class VLLMBackend(Backend):
         }
         if self._final_only is not None:
             kwargs["output_kind"] = self._final_only
-        return self._vllm.SamplingParams(**kwargs)
+        try:
+            return self._vllm.SamplingParams(**kwargs)
+        except Exception as exc:  # VLLMValidationError (not a ValueError), ValueError, TypeError
+            raise BackendError(f"vLLM rejected the sampling parameters: {exc}") from exc
 
     async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
         if self._closed:
             raise BackendError("the vllm backend is closed")
         request_id = f"{self._id_prefix}-{next(self._ids)}"
-        future = self._loop.submit(
-            self._run_request(prompt.text, self.sampling_params(params), request_id)
-        )
+        sampling = self.sampling_params(params)
+        future = self._loop.submit(self._run_request(prompt.text, sampling, request_id))
         try:
             # Cancelling this await cancels the request's task on the engine loop, and
             # vLLM aborts the request when its generator is closed.
@@ -224,7 +331,8 @@ class VLLMBackend(Backend):
     async def _run_request(self, text: str, sampling: Any, request_id: str) -> Generation:
         final = None
         try:
-            async for output in self.engine.generate(text, sampling, request_id):
+            engine_input = await self._render(text)  # type: ignore[misc]
+            async for output in self.engine.generate(engine_input, sampling, request_id):
                 final = output
         except Exception as exc:
             raise BackendError(self._request_failure(request_id, exc)) from exc
@@ -232,22 +340,30 @@ class VLLMBackend(Backend):
             raise BackendError(f"vLLM request {request_id} ended without a finished output")
         completion = final.outputs[0]
         prompt_ids = final.prompt_token_ids
+        raw = completion.finish_reason
+        raw = None if raw is None else str(raw)
+        reason = FINISH_REASONS.get(raw, "error") if raw is not None else None
         return Generation(
             text=completion.text,
             prompt_tokens=len(prompt_ids) if prompt_ids is not None else None,
             output_tokens=len(completion.token_ids),
-            finish_reason=completion.finish_reason,
+            finish_reason=reason,
+            raw_finish_reason=raw if raw != reason else None,
         )
 
     @staticmethod
     def _request_failure(request_id: str, exc: Exception) -> str:
         cause = exc
-        # vLLM wraps request errors (EngineGenerateError) around the real cause.
+        # vLLM wraps unexpected request errors (EngineGenerateError, empty message) around the
+        # real cause; validation errors come directly.
         while str(cause) == "" and cause.__cause__ is not None:
             cause = cause.__cause__  # type: ignore[assignment]
-        message = f"vLLM request {request_id} failed: {type(cause).__name__}: {cause}"
-        if "max_model_len" in str(cause) or "maximum model length" in str(cause):
-            message += " (raise max_model_len, or shorten the prompt: fewer passage tokens)"
+        text = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        message = f"vLLM request {request_id} failed: {type(cause).__name__}: {text}"
+        lowered = text.lower()
+        if any(k in lowered for k in ("max_model_len", "maximum model length",
+                                      "maximum context length")):
+            message += _CONTEXT_HINT
         return message
 
     async def aclose(self) -> None:
@@ -255,10 +371,7 @@ class VLLMBackend(Backend):
         if self._closed:
             return
         self._closed = True
-        engine = self.engine
-        shutdown = getattr(engine, "shutdown", None) or getattr(
-            engine, "shutdown_background_loop", None
-        )
+        shutdown = getattr(self.engine, "shutdown", None)
         try:
             if shutdown is not None:
                 await asyncio.wrap_future(self._loop.call(shutdown))
@@ -278,4 +391,6 @@ class VLLMBackend(Backend):
             enable_prefix_caching=config.enable_prefix_caching,
             dtype=config.dtype,
             seed=config.seed,
+            max_num_seqs=config.max_num_seqs,
+            max_num_batched_tokens=config.max_num_batched_tokens,
         )

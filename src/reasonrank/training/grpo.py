@@ -221,7 +221,7 @@ def build_grpo_trainer(settings: GRPOSettings, callbacks: Sequence[Any] = ()) ->
     if settings.eval_file:
         check_file(settings.eval_file, "eval_file")
     if settings.use_vllm:
-        require("vllm", "vllm", "GRPO rollouts with vLLM (use_vllm: true)")
+        require("vllm", "grpo-vllm", "GRPO rollouts with vLLM (use_vllm: true)")
     tokenizer = load_tokenizer(settings.model, "GRPO training", extra="train")
     train = check_prompt_lengths(load_rl_dataset(settings.train_file, tokenizer, settings.model),
                                  tokenizer,

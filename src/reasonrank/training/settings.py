@@ -257,7 +257,7 @@ class GRPOSettings(TrainSettings):
     reward_rbo: float = _f(0.1, "weight of RBO against the teacher's list in the reward")
     reward_k: int = _f(10, "cutoff of NDCG and Recall")
     reward_rbo_p: float = _f(1.0, "RBO persistence (1.0 = average overlap, as released)")
-    use_vllm: bool = _f(False, "generate rollouts with vLLM (pip install 'reasonrank[vllm]')")
+    use_vllm: bool = _f(False, "generate rollouts with vLLM (pip install 'reasonrank[grpo-vllm]')")
     vllm_mode: str = _f("colocate", "colocate (in the training processes) or server "
                                     "(`trl vllm-serve`)", choices=("colocate", "server"))
     vllm_gpu_memory_utilization: float = _f(0.3, "GPU memory share of colocated vLLM")
