@@ -24,6 +24,7 @@ PASSAGE_TOKEN_PRESETS: dict[str, int] = {
 }
 DEFAULT_PASSAGE_TOKENS = 512
 ENDPOINTS = ("completions", "chat")
+OUTPUT_SCORES = ("rank", "reference")
 
 
 def _opt(default: Any, help: str, group: str = "rerank", **extra: Any) -> Any:
@@ -54,6 +55,12 @@ class RerankConfig:
     seed: int | None = _opt(None, "sampling seed")
     concurrency: int = _opt(32, "global cap on generations in flight")
     policy: str = _opt("reproduce", "parse policy for windows without an answer", choices=POLICIES)
+    output_scores: str = _opt(
+        "rank", "scores of the reranked list: rank (n+1-rank, strictly decreasing, so every "
+        "evaluator sees the reranked order) or reference (each position keeps its first-stage "
+        "score, written with 6 decimals like the released code; ties then re-sort by doc id when "
+        "scored)", choices=OUTPUT_SCORES,
+    )
     # hf
     device: str = _opt("auto", "torch device: auto, cpu, cuda, cuda:1, mps", group="hf")
     dtype: str = _opt("auto", "torch dtype: auto, bfloat16, float16, float32", group="hf")
@@ -92,7 +99,7 @@ class RerankConfig:
             raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
         if self.max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
-        for name in ("policy", "endpoint", "preset", "attn_implementation"):
+        for name in ("policy", "endpoint", "preset", "attn_implementation", "output_scores"):
             choices = field_choices(name)
             value = getattr(self, name)
             if value is not None and choices and value not in choices:
