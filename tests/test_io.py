@@ -6,9 +6,9 @@ import gzip
 import io
 import itertools
 import json
-import re
 import os
 import random
+import re
 from pathlib import Path
 
 import pytest

@@ -96,7 +96,7 @@ TABLE = [
     # pass p starts at step * p: the second pass of 100 stops before [0, 20), as the
     # reference's `rank_start=args.step_size * pass_ct` makes it
     ("two-passes-n45", dict(num_candidates=45, num_passes=2),
-     SPEC_45 + [(25, 45), (15, 35), (10, 25)]),
+     [*SPEC_45, (25, 45), (15, 35), (10, 25)]),
     ("two-passes-n100", dict(num_candidates=100, num_passes=2), SPEC_100 + SPEC_100[:-1]),
     ("three-passes-n100", dict(num_candidates=100, num_passes=3),
      SPEC_100 + SPEC_100[:-1] + SPEC_100[:-2]),

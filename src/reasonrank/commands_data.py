@@ -74,6 +74,16 @@ def register(sub: Any) -> None:  # argparse's subparsers action
         p.set_defaults(handler=f"reasonrank.commands_data:cmd_{name}")
 
 
+def _check_outputs(args: argparse.Namespace, **outputs: Any) -> None:
+    """Refuse outputs that are the SOURCE records (or another input) before any work."""
+    from reasonrank.io.outputs import check_outputs
+    from reasonrank.training.records import records_path
+
+    source = Path(args.source)
+    inputs = [source] if source.is_file() else [records_path(source)]
+    check_outputs(outputs, {"SOURCE": inputs})
+
+
 def _console(quiet: bool) -> Any:
     from rich.console import Console
 
@@ -122,6 +132,7 @@ def cmd_filter(args: argparse.Namespace) -> int:
         write_records,
     )
 
+    _check_outputs(args, **{"--output": args.output, "--dropped": args.dropped})
     result = self_consistency_filter(read_records(records_path(args.source)), args.threshold)
     write_records(result.kept, args.output)
     if args.dropped:
@@ -142,6 +153,7 @@ def cmd_split(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.fraction <= 1.0:
         raise ConfigError(f"--fraction must be in [0, 1], got {args.fraction}")
+    _check_outputs(args, **{"--output": args.output})
     first, second = split_records(read_records(records_path(args.source)), args.fraction,
                                   args.seed)
     write_records(first, args.output[0])
@@ -194,6 +206,7 @@ def _build(args: argparse.Namespace, kind: str,
     from reasonrank.prompts import PromptBuilder
     from reasonrank.training.examples import write_examples
 
+    _check_outputs(args, **{"--output": args.output})
     tokenizer = load_tokenizer(args.tokenizer, f"building {kind.upper()} examples")
     if _is_release(args.source, kind):
         rows: Iterable[dict[str, Any]] = from_release(args.source, tokenizer)
