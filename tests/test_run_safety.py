@@ -24,6 +24,7 @@ from reasonrank.cli import main
 from reasonrank.io import read_trec_run
 from reasonrank.io.writers import settings_path, work_path
 
+
 @pytest.fixture(autouse=True)
 def _tokenizer_once(monkeypatch, qwen_tokenizer):
     """The CLI loads its tokenizer on every run; these tests load the same one many times."""
@@ -126,7 +127,7 @@ def test_failed_rerun_without_resume_keeps_the_finished_run(qwen_tokenizer_dir, 
     out = tmp_path / "out.trec"
     assert main(rerank_args(qwen_tokenizer_dir, inputs, out)) == 0
     finished = snapshot(out, Path(f"{out}.jsonl"), settings_path(out))
-    assert all(finished.values())
+    assert finished[str(out)] and finished[f"{out}.jsonl"]
     # the same run against a backend that is down (nothing listens on port 9)
     down = ["--backend", "openai", "--api-base", "http://127.0.0.1:9/v1",
             "--tokenizer", str(qwen_tokenizer_dir), "--max-retries", "0"]
