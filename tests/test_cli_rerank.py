@@ -12,6 +12,7 @@ from reasonrank.backends.fake import FakeBackend
 from reasonrank.cli import main
 from reasonrank.errors import BackendError
 from reasonrank.io import read_trec_run
+from reasonrank.io.writers import work_path
 from reasonrank.runner import rerank_to_files
 from reasonrank.windows import sliding_windows
 
@@ -30,7 +31,9 @@ def test_resume_after_failure_matches_uninterrupted_run(qwen_tokenizer, tmp_path
     failing = FailingBackend(qwen_tokenizer, fail_after=3 * per_query + 2)
     with _reranker(failing) as rr, pytest.raises(BackendError):
         rerank_to_files(rr, requests, run, traces)
-    done_before = [json.loads(line)["qid"] for line in traces.read_text().splitlines()]
+    assert not run.exists() and not traces.exists()  # nothing finished: nothing replaced
+    done_before = [json.loads(line)["qid"]
+                   for line in work_path(traces).read_text().splitlines()]
     assert 0 < len(done_before) < len(requests)
 
     backend = FakeBackend(qwen_tokenizer)

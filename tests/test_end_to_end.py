@@ -43,7 +43,9 @@ def test_hf_tiny_qwen_reranks_two_queries(tiny_reranker):
     for request, result in zip(requests, results, strict=True):
         assert result.query.qid == request.query.qid
         assert sorted(result.docids) == sorted(c.docid for c in request.candidates)
-        assert [d.score for d in result.docs] == [c.score for c in request.candidates]
+        assert [d.score for d in result.docs] == [float(30 - i) for i in range(30)]
+        first_stage = {c.docid: c.score for c in request.candidates}
+        assert all(d.first_stage_score == first_stage[d.docid] for d in result.docs)
         assert [(w.start, w.end) for w in result.windows] == sliding_windows(30)
         for w in result.windows:
             assert isinstance(w.status, ParseStatus)

@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -28,9 +29,11 @@ from reasonrank.io import (
     read_run,
     read_score_json,
     read_trec_run,
+    trec_eval_order,
     write_traces,
     write_trec,
 )
+from reasonrank.io.writers import work_path
 from reasonrank.types import (
     ParseStatus,
     Query,
@@ -81,12 +84,48 @@ def test_trec_run_order_ties_and_qid_order(tmp_path: Path) -> None:
     ))
     run = read_trec_run(path)
     assert list(run) == ["q2", "q1"]
-    # score descending, ties by docid descending (trec_eval); the rank column is ignored
-    assert run["q1"] == [("c", 0.9), ("b", 0.5), ("a", 0.5), ("d", -0.001)]
+    # the file's line order, as the reference reads first-stage runs; never re-sorted
+    assert run["q1"] == [("b", 0.5), ("a", 0.5), ("c", 0.9), ("d", -0.001)]
+    # trec_eval's order is for scoring: score descending, ties by docid descending
+    assert trec_eval_order(run)["q1"] == [("c", 0.9), ("b", 0.5), ("a", 0.5), ("d", -0.001)]
+
+
+def test_trec_run_rank_column_contradicting_line_order_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write(tmp_path / "run.txt", "q Q0 a 2 1.0 t\nq Q0 b 1 2.0 t\nq Q0 c 0 3.0 t\n"
+                 "r Q0 a 1 1.0 t\nr Q0 b 2 1.0 t\n")
+    with caplog.at_level("WARNING", logger="reasonrank.io.readers"):
+        run = read_trec_run(path)
+    assert [d for d, _ in run["q"]] == ["a", "b", "c"]
+    warnings = [r for r in caplog.records if "contradicts the line order" in r.getMessage()]
+    assert len(warnings) == 1 and str(path) in warnings[0].getMessage()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="reasonrank.io.readers"):
+        read_trec_run(write(tmp_path / "ok.txt", "q Q0 a 1 1.0 t\nq Q0 b 1 1.0 t\n"))
+    assert not caplog.records
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("q\xa0x Q0 d 1 1.0 t\n", "query id 'q\\xa0x' holds whitespace"),
+        ("q Q0 a\tb 1 1.0 t\n", "holds a tab or a line break"),
+        ("q Q0 a\x1cb 1 1.0 t\n", "holds a tab or a line break"),
+        ("q Q0 a\u3000 1 1.0 t\n", "starts or ends with whitespace"),
+    ],
+)
+def test_trec_run_ids_the_writer_rejects_are_read_errors(
+    tmp_path: Path, text: str, reason: str
+) -> None:
+    path = write(tmp_path / "run.txt", "q Q0 ok 1 2.0 t\n" + text)
+    with pytest.raises(InputFormatError, match=re.escape(reason)) as info:
+        read_trec_run(path)
+    assert info.value.line == 2
 
 
 def test_trec_run_doc_ids_with_spaces_round_trip(tmp_path: Path) -> None:
-    docids = ["dir/Memory Management_2_0.txt", "a  b\tc", "plain", "x 1 2.5 tag"]
+    docids = ["dir/Memory Management_2_0.txt", "a  b c", "plain", "x 1 2.5 tag"]
     scores = [3.5, 2.25, 1.0, 0.5]
     path = tmp_path / "run.trec"
     assert write_trec([result("7", docids, scores)], path, tag="mine") == 4
@@ -107,11 +146,13 @@ def test_bright_stackoverflow_run_with_spaces() -> None:
     ids4 = {d for d, _ in run["4"]}
     for n in range(1, 6):
         assert f"pytorch_torch_tensor_functions/Memory Management_{n}_0.txt" in ids4
-    # every line is read with the right score, and each list is in trec_eval order
+    # every line is read with the right score, in the file's line order
+    in_file: dict[str, list[tuple[str, float]]] = {}
     for line in raw:
         qid, _, rest = line.split(" ", 2)
         docid, _rank, score, _tag = rest.rsplit(" ", 3)
-        assert dict(run[qid])[docid] == float(score)
+        in_file.setdefault(qid, []).append((docid, float(score)))
+    assert run == in_file
     for docs in run.values():
         assert all(a[1] >= b[1] for a, b in itertools.pairwise(docs))
 
@@ -203,7 +244,8 @@ def test_score_json(tmp_path: Path) -> None:
     data = {"q1": {"a": 0.5, "b": 0.5, "c": 2}, "q0": {"x": -1.5}}
     for name in ("run.json", "run.json.gz"):
         path = write(tmp_path / name, json.dumps(data))
-        expected = {"q1": [("c", 2.0), ("b", 0.5), ("a", 0.5)], "q0": [("x", -1.5)]}
+        # score descending; equal scores keep the file's key order
+        expected = {"q1": [("c", 2.0), ("a", 0.5), ("b", 0.5)], "q0": [("x", -1.5)]}
         assert read_score_json(path) == expected
         assert read_run(path) == expected
     with pytest.raises(InputFormatError, match="must be a number"):
@@ -326,8 +368,9 @@ def test_request_formats(tmp_path: Path) -> None:
     ):
         first, second = read_requests(path)
         assert first.query == Query("q text", "5")
+        # list order, as the reference takes it (the ranks contradicting it only warn)
         assert [(c.docid, c.text, c.score, c.title) for c in first.candidates] == [
-            ("a", "ta", 2.0, "A"), ("b", "tb", 1.0, None)]
+            ("b", "tb", 1.0, None), ("a", "ta", 2.0, "A")]
         assert second.query == Query("other", "6")
         assert [(c.docid, c.text, c.score, c.title) for c in second.candidates] == [
             ("x", "tx", 3.0, "X"), ("7", "t7", 2.5, None)]
@@ -340,8 +383,10 @@ def test_request_formats(tmp_path: Path) -> None:
         ({"query": "q", "hits": [{"qid": 1, "docid": "a"}]}, "has no text"),
         ({"query": {"text": "q", "qid": "1"}, "hits": [{"qid": 2, "docid": "a", "content": "t"}]},
          "differs"),
-        ({"query": "q", "hits": [{"qid": 1, "docid": "a", "content": "t", "rank": 1},
-                                 {"qid": 1, "docid": "b", "content": "t"}]}, "some hits only"),
+        ({"query": "q", "hits": [{"qid": "1 2", "docid": "a", "content": "t"}]},
+         "holds whitespace"),
+        ({"query": {"text": "q", "qid": "1"}, "hits": [{"docid": "a\nb", "content": "t"}]},
+         "holds a tab or a line break"),
         ({"query": "q", "hits": [{"qid": 1, "docid": "a", "content": "t"},
                                  {"qid": 1, "docid": "a", "content": "t"}]}, "duplicate docid"),
         ({"query": 3, "hits": []}, "'query' must be"),
@@ -392,7 +437,7 @@ def test_build_requests() -> None:
 def test_load_requests_dispatch(tmp_path: Path) -> None:
     corpus = write(tmp_path / "c.jsonl", '{"_id": "a", "text": "ta"}\n{"id": "b", "text": "b"}')
     queries = write(tmp_path / "topics.tsv", "1\tone\n")
-    trec = write(tmp_path / "run.txt", "1 Q0 a 2 0.5 t\n1 Q0 b 1 0.75 t\n")
+    trec = write(tmp_path / "run.txt", "1 Q0 b 1 0.75 t\n1 Q0 a 2 0.5 t\n")
     scores = write(tmp_path / "run.json.gz", json.dumps({"1": {"a": 0.5, "b": 0.75}}))
     for run in (trec, scores):
         (request,) = load_requests(run=run, corpus=corpus, queries=queries)
@@ -472,18 +517,20 @@ def test_resume_repairs_and_matches_uninterrupted_bytes(tmp_path: Path, crash: s
         files.append(r)
     files.close()
     # what a kill in the middle of appending RESULTS[3] leaves behind
+    assert not run.exists() and not traces.exists()  # appends go to the .partial files
     block = "".join(f"q3 Q0 d3 {j} {j + 1} {3.0 - j!r} reasonrank\n" for j in range(3))
     trace = json.dumps(RESULTS[3].trace_dict(), ensure_ascii=False) + "\n"
-    with open(run, "a") as fh:
+    with open(work_path(run), "a") as fh:
         fh.write({"partial run line": block[:40], "clean stop": ""}.get(crash, block))
     if crash == "partial trace line":
-        with open(traces, "a") as fh:
+        with open(work_path(traces), "a") as fh:
             fh.write(trace[:-1])  # everything but the newline: still incomplete
 
     files = RunFiles(run, traces, resume=True)
     assert files.done_qids() == {"q0", "q1", "q2"}
-    assert read_trec_run(run).keys() == {"q0", "q1", "q2"}  # repaired on opening
-    assert traces.read_text().count("\n") == 3 and traces.read_text().endswith("}\n")
+    assert read_trec_run(work_path(run)).keys() == {"q0", "q1", "q2"}  # repaired on opening
+    written = work_path(traces).read_text()
+    assert written.count("\n") == 3 and written.endswith("}\n")
     for r in [RESULTS[5], RESULTS[3], RESULTS[4]]:  # resumed work may finish in any order
         files.append(r)
     assert files.done_qids() == set(ORDER)
@@ -522,9 +569,10 @@ def test_run_files_overwrite_errors_and_empty_results(tmp_path: Path) -> None:
         files.append(RESULTS[0])
         with pytest.raises(ReasonRankError, match="already"):
             files.append(RESULTS[0])
-    with RunFiles(run, traces) as files:  # no resume: overwritten
+    with RunFiles(run, traces) as files:  # no resume: the run in progress is discarded
         assert files.done_qids() == set()
-    assert run.read_bytes() == b"" and traces.read_bytes() == b""
+    assert not run.exists() and not traces.exists()
+    assert work_path(run).read_bytes() == b"" and work_path(traces).read_bytes() == b""
     files = RunFiles(run, traces, resume=True)
     files.append(RESULTS[0])
     files.append(result("empty", []))  # no run lines: redone after a resume
@@ -546,11 +594,12 @@ def test_resume_rejects_corruption_in_complete_lines(tmp_path: Path) -> None:
     with RunFiles(run, traces) as files:
         files.append(RESULTS[0])
         files.append(RESULTS[1])
-    lines = traces.read_text().splitlines(keepends=True)
-    traces.write_text(lines[0] + "{not json\n" + lines[1])
-    with pytest.raises(InputFormatError, match=r"traces.jsonl:2: invalid JSON"):
+    partial = work_path(traces)
+    lines = partial.read_text().splitlines(keepends=True)
+    partial.write_text(lines[0] + "{not json\n" + lines[1])
+    with pytest.raises(InputFormatError, match=r"traces.jsonl.partial:2: invalid JSON"):
         RunFiles(run, traces, resume=True)
-    traces.write_text(lines[0] + lines[0])
+    partial.write_text(lines[0] + lines[0])
     with pytest.raises(InputFormatError, match="traced twice"):
         RunFiles(run, traces, resume=True)
 
@@ -597,7 +646,9 @@ def test_resume_after_a_real_kill(tmp_path: Path) -> None:
     run, traces = tmp_path / "run.txt", tmp_path / "traces.jsonl"
     child = subprocess.Popen([sys.executable, script, run, traces, "fresh", n])
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (not traces.exists() or traces.stat().st_size < 100_000):
+    partial = work_path(traces)
+    while time.monotonic() < deadline and (not partial.exists()
+                                           or partial.stat().st_size < 100_000):
         time.sleep(0.005)
     child.send_signal(signal.SIGKILL)
     child.wait()

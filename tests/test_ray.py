@@ -12,6 +12,7 @@ from helpers import make_requests, without_timings
 from reasonrank import Reranker
 from reasonrank.cli import main
 from reasonrank.config import RerankConfig
+from reasonrank.io.writers import work_path
 from reasonrank.runner import rerank_to_files
 
 ray = pytest.importorskip("ray")
@@ -91,7 +92,8 @@ def test_interrupted_ray_run_resumes_through_the_cli(ray_cluster, config, local_
     with pytest.raises(KeyboardInterrupt):
         rerank_to_files_ray(config, REQUESTS, str(run), str(traces), replicas=2, chunk_size=1,
                             on_result=stop_after_two)
-    done = [json.loads(line)["qid"] for line in traces.read_text().splitlines()]
+    assert not run.exists() and not traces.exists()  # the run in progress is in .partial files
+    done = [json.loads(line)["qid"] for line in work_path(traces).read_text().splitlines()]
     assert sorted(done) == sorted(seen)
 
     requests = tmp_path / "requests.jsonl"

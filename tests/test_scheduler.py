@@ -40,16 +40,22 @@ def test_concurrent_equals_sequential(qwen_tokenizer):
                for r, q in zip(concurrent, requests, strict=True))
 
 
-def test_results_keep_scores_by_position(qwen_tokenizer):
+def test_results_scores_strictly_decrease_and_keep_the_first_stage(qwen_tokenizer):
     request = make_requests(1, 100, seed=4)[0]
     result = asyncio.run(_scheduler(JitterBackend(qwen_tokenizer), qwen_tokenizer)
                          .rerank(request))
-    assert [d.score for d in result.docs] == [c.score for c in request.candidates]
+    assert [d.score for d in result.docs] == [float(100 - i) for i in range(100)]
+    first_stage = {c.docid: c.score for c in request.candidates}
+    assert all(d.first_stage_score == first_stage[d.docid] for d in result.docs)
     assert sorted(result.docids) == sorted(c.docid for c in request.candidates)
     assert [d.rank for d in result.docs] == list(range(1, 101))
     assert [(w.start, w.end) for w in result.windows] == sliding_windows(100)
     by_id = {c.docid: i + 1 for i, c in enumerate(request.candidates)}
     assert all(d.first_stage_rank == by_id[d.docid] for d in result.docs)
+    reference = asyncio.run(_scheduler(JitterBackend(qwen_tokenizer), qwen_tokenizer,
+                                       output_scores="reference").rerank(request))
+    assert reference.docids == result.docids
+    assert [d.score for d in reference.docs] == [c.score for c in request.candidates]
 
 
 def test_in_flight_generations_reach_the_cap(qwen_tokenizer):
@@ -69,13 +75,15 @@ def test_in_flight_generations_reach_the_cap(qwen_tokenizer):
     assert [r.query.qid for r in results] == [f"q{i}" for i in range(n_queries)]
 
 
-def test_num_passes_repeats_the_windows(qwen_tokenizer):
+def test_num_passes_start_each_pass_one_step_later(qwen_tokenizer):
     result = asyncio.run(
         _scheduler(JitterBackend(qwen_tokenizer), qwen_tokenizer, num_passes=2)
         .rerank(make_requests(1, 45)[0])
     )
+    # the reference starts pass p at step * p: [(25,45), (15,35), (5,25), (0,15)], then
+    # [(25,45), (15,35), (10,25)]
     assert [(w.start, w.end, w.pass_index) for w in result.windows] == [
-        (s, e, p) for p in (0, 1) for s, e in sliding_windows(45)
+        (s, e, p) for p in (0, 1) for s, e in sliding_windows(45, rank_start=10 * p)
     ]
 
 

@@ -2,33 +2,46 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import itertools
 import random
+import re
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reasonrank.backends.base import Generation
+from reasonrank.backends.fake import FakeBackend
+from reasonrank.config import RerankConfig
 from reasonrank.parsing import parse_ranking
-from reasonrank.windows import permute_window, sliding_windows
+from reasonrank.prompts import PromptBuilder
+from reasonrank.scheduler import Scheduler
+from reasonrank.types import Candidate, Query, Request
+from reasonrank.windows import pass_windows, permute_window, sliding_windows
 
 
 def spec_windows(
     n: int, window: int = 20, step: int = 10, rank_start: int = 0, top_k: int = 100,
     num_passes: int = 1,
 ) -> list[tuple[int, int]]:
-    """A literal transcription of the loop in reference section 4."""
-    rank_end = min(top_k, n)  # "rank_end is min(top-k, n)"
-    window = min(window, n)  # "and the window is min(window, n)"
-    end = rank_end  # "Start at end = rank_end,"
-    start = end - window  # "start = end - window;"
+    """A literal transcription of the loop in reference section 4, pass p from
+    `rank_start + step * p` (section 4b: "pass p (0-based) runs the window loop with
+    rank_start = step * p")."""
     windows = []
-    while end > rank_start and start + step != rank_start:  # "loop while ..."
-        start = max(start, rank_start)  # "first clamp start = max(start, rank_start),"
-        windows.append((start, end))  # "process [start, end),"
-        end = end - step  # "then move both (the clamped start included) back by step."
-        start = start - step
-    return [w for _ in range(num_passes) for w in windows]
+    for p in range(num_passes):
+        first = rank_start + step * p
+        rank_end = min(top_k, n)  # "rank_end is min(top-k, n)"
+        size = min(window, n)  # "and the window is min(window, n)"
+        end = rank_end  # "Start at end = rank_end,"
+        start = end - size  # "start = end - window;"
+        while end > first and start + step != first:  # "loop while ..."
+            start = max(start, first)  # "first clamp start = max(start, rank_start),"
+            windows.append((start, end))  # "process [start, end),"
+            end = end - step  # "then move both (the clamped start included) back by step."
+            start = start - step
+    return windows
 
 
 SPEC_100 = [(80, 100), (70, 90), (60, 80), (50, 70), (40, 60), (30, 50), (20, 40), (10, 30),
@@ -80,9 +93,14 @@ TABLE = [
     ("rank-start-100", dict(num_candidates=100, rank_start=100), []),
     ("rank-start-5-step-eq-window", dict(num_candidates=100, step=20, rank_start=5),
      [(80, 100), (60, 80), (40, 60), (20, 40), (5, 20)]),
-    ("two-passes-n45", dict(num_candidates=45, num_passes=2), SPEC_45 + SPEC_45),
-    ("two-passes-n100", dict(num_candidates=100, num_passes=2), SPEC_100 * 2),
-    ("three-passes-n1", dict(num_candidates=1, num_passes=3), [(0, 1)] * 3),
+    # pass p starts at step * p: the second pass of 100 stops before [0, 20), as the
+    # reference's `rank_start=args.step_size * pass_ct` makes it
+    ("two-passes-n45", dict(num_candidates=45, num_passes=2),
+     [*SPEC_45, (25, 45), (15, 35), (10, 25)]),
+    ("two-passes-n100", dict(num_candidates=100, num_passes=2), SPEC_100 + SPEC_100[:-1]),
+    ("three-passes-n100", dict(num_candidates=100, num_passes=3),
+     SPEC_100 + SPEC_100[:-1] + SPEC_100[:-2]),
+    ("three-passes-n1", dict(num_candidates=1, num_passes=3), [(0, 1)]),
     ("two-passes-n0", dict(num_candidates=0, num_passes=2), []),
     ("top50-n100", dict(num_candidates=100, top_k=50), [(30, 50), (20, 40), (10, 30), (0, 20)]),
     ("top30-n45", dict(num_candidates=45, top_k=30), [(10, 30), (0, 20)]),
@@ -150,10 +168,11 @@ def test_window_properties(args: dict) -> None:
     windows = sliding_windows(**args)
 
     assert windows == spec_windows(n, window_size, step, rank_start, top_k, num_passes)
-    assert len(windows) % num_passes == 0
-    per_pass = len(windows) // num_passes
-    one = windows[:per_pass]
-    assert windows == one * num_passes
+    one = sliding_windows(n, window_size, step, rank_start, top_k)
+    assert windows[:len(one)] == one
+    for p in range(1, num_passes):  # pass p is the loop from rank_start + step * p
+        assert all(start >= rank_start + step * p for start, _ in
+                   sliding_windows(n, window_size, step, rank_start + step * p, top_k))
 
     for start, end in one:
         assert rank_start <= start < end <= rank_end
@@ -304,23 +323,118 @@ def test_random_permutations_keep_scores_by_position(seed: int, kwargs: dict) ->
     assert docids[:rank_start] == [f"d{i}" for i in range(rank_start)]  # never moved
 
 
-def test_scheduler_result_gives_each_rank_its_positions_score() -> None:
+def test_scheduler_result_scores_strictly_decrease_or_follow_positions() -> None:
     from reasonrank import scheduler
     from reasonrank.types import Candidate, Query, Request
 
-    make_result = getattr(scheduler, "_result", None)
-    if make_result is None:
-        pytest.skip("reasonrank.scheduler._result is gone; the pure simulation above covers it")
     n = 45
-    cands = [Candidate(f"d{i}", f"text {i}", score=50.0 - i * 0.25) for i in range(n)]
+    cands = [Candidate(f"d{i}", f"text {i}", score=50.0 - (i // 3) * 0.25) for i in range(n)]
     items = list(range(n))
     for start, end in sliding_windows(n):
         window = [f"d{i}" for i in items[start:end]]
         items = permute_window(items, start, end, parse_ranking(
             _answer(_by_relevance(window)), end - start).order)
-    result = make_result(Request(Query("q", "1"), cands), items, [])
+    request = Request(Query("q", "1"), cands)
+    result = scheduler._result(request, items, [])
     assert [d.rank for d in result.docs] == list(range(1, n + 1))
-    assert [d.score for d in result.docs] == [c.score for c in cands]  # scores by position
     assert [d.docid for d in result.docs] == [f"d{i}" for i in items]
     assert [d.first_stage_rank for d in result.docs] == [i + 1 for i in items]
-    assert result.docs[0].docid == "d44" and result.docs[0].score == 50.0
+    # default: n + 1 - rank, strictly decreasing although the first-stage scores tie
+    assert [d.score for d in result.docs] == [float(n - r) for r in range(n)]
+    assert [d.first_stage_score for d in result.docs] == [cands[i].score for i in items]
+    # the reference's writing: each rank keeps the first-stage score of its position
+    reference = scheduler._result(request, items, [], "reference")
+    assert [d.score for d in reference.docs] == [c.score for c in cands]
+    assert reference.docs[0].docid == "d44" and reference.docs[0].score == 50.0
+
+
+# -- multi-pass against an independent transcription of `run_rank_llm.py` ----------------------
+
+
+def _ref_clean(response: str) -> list[int]:
+    """`_clean_response` + `receive_permutation`'s id handling (reasoning mode)."""
+    match = re.search(r"<think>.*?</think>\s*<answer>(.*?)</answer>", response.lower(), re.DOTALL)
+    if match:
+        response = match.group(1).strip()
+    elif "<answer>" in response:
+        response = response.split("<answer>")[-1]
+    digits = "".join(c if c.isdigit() else " " for c in response).strip()
+    ids = [int(x) - 1 for x in digits.split()]
+    return list(dict.fromkeys(ids))
+
+
+def _ref_receive(cands: list[str], response: str, rank_start: int, rank_end: int) -> None:
+    cut = list(cands[rank_start:rank_end])
+    original = list(range(len(cut)))
+    ids = [x for x in _ref_clean(response) if x in original]
+    ids += [x for x in original if x not in ids]
+    for j, x in enumerate(ids):
+        cands[rank_start + j] = cut[x]
+
+
+def _ref_sliding(cands: list[str], rank_start: int, rank_end: int, window_size: int, step: int,
+                 answer) -> list[tuple[int, int]]:
+    """`RankLLM.sliding_windows` with `Reranker.rerank_batch`'s clamping."""
+    rank_start, rank_end = max(rank_start, 0), min(rank_end, len(cands))
+    window_size = min(window_size, len(cands))
+    end, start, ran = rank_end, rank_end - window_size, []
+    while end > rank_start and start + step != rank_start:
+        start = max(start, rank_start)
+        _ref_receive(cands, answer(cands[start:end]), start, end)
+        ran.append((start, end))
+        end, start = end - step, start - step
+    return ran
+
+
+def _ref_passes(docids: list[str], answer, num_passes: int, window: int = 20, step: int = 10,
+                retrieval_num: int = 100) -> tuple[list[str], list[tuple[int, int]]]:
+    """`run_rank_llm.py`'s pass loop: pass p calls rerank_batch(rank_start=step * p, ...)
+    on the previous pass's output."""
+    cands, ran = list(docids[:retrieval_num]), []
+    for pass_ct in range(num_passes):
+        ran += _ref_sliding(cands, step * pass_ct, retrieval_num, min(window, len(cands)), step,
+                            answer)
+    return cands, ran
+
+
+def _hash_answer(window: list[str]) -> str:
+    """A deterministic model: ranks a window by a hash of its docids (some answers repeat or
+    drop ids, or lose the answer block)."""
+    keyed = sorted(range(len(window)), key=lambda i: hashlib.sha1(
+        ("|".join(window) + window[i]).encode()).hexdigest())
+    ids = [k + 1 for k in keyed]
+    h = int(hashlib.sha1("|".join(window).encode()).hexdigest(), 16)
+    if h % 5 == 0:
+        ids = ids[: len(ids) // 2] + ids[:2] + [len(ids) + 3]  # repeats, drops, out of range
+    body = " > ".join(f"[{i}]" for i in ids)
+    if h % 7 == 0:
+        return f"<think>numbers {body}"  # no answer: the reasoning's numbers are used
+    return f"<think>r</think> <answer>{body}</answer>"
+
+
+class _DocidBackend(FakeBackend):
+    """Answers `_hash_answer` of the docids it reads back from the prompt."""
+
+    async def generate(self, prompt, params):
+        window = re.findall(r"^\[\d+\] doc (\S+)", prompt.text, re.MULTILINE)
+        self.calls += 1
+        return Generation(_hash_answer(window), 10, 10, "stop")
+
+
+@pytest.mark.parametrize("num_passes", [1, 2, 3])
+@pytest.mark.parametrize("n", [100, 99, 45, 37, 21, 19, 7, 1])
+def test_multi_pass_matches_the_reference_pass_loop(qwen_tokenizer, n: int,
+                                                    num_passes: int) -> None:
+    docids = [f"x{i}" for i in range(n)]
+    expected, ran = _ref_passes(docids, _hash_answer, num_passes)
+    request = Request(Query("q", "1"), [Candidate(d, f"doc {d}", 0.0) for d in docids])
+    config = RerankConfig(backend="fake", num_passes=num_passes)
+    sched = Scheduler(_DocidBackend(qwen_tokenizer), PromptBuilder(qwen_tokenizer, "reasoning",
+                                                                     16), config)
+    result = asyncio.run(sched.rerank(request))
+    assert [(w.start, w.end) for w in result.windows] == ran
+    assert result.docids == expected
+    assert [w.pass_index for w in result.windows] == [
+        p for p, _, _ in pass_windows(n, num_passes=num_passes)]
+    if num_passes > 1 and n >= 30:
+        assert sliding_windows(n, num_passes=num_passes) != sliding_windows(n) * num_passes

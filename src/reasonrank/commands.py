@@ -20,16 +20,25 @@ err = Console(stderr=True)
 
 def cmd_rerank(args: argparse.Namespace) -> int:
     from reasonrank.io import load_requests
+    from reasonrank.io.outputs import check_outputs
     from reasonrank.reranker import Reranker
+    from reasonrank.runner import prepare_run, run_settings
 
     config = config_from_args(args)
     if args.quiet:
         _quiet_libraries()
+    traces = args.traces or f"{args.output}.traces.jsonl"
+    check_outputs({"--output": args.output, "--traces": traces},
+                  {"--requests": args.requests, "--run": args.run, "--corpus": args.corpus,
+                   "--queries": args.queries})
     requests = load_requests(requests=args.requests, run=args.run, corpus=args.corpus,
                              queries=args.queries, top_k=None)
-    traces = args.traces or f"{args.output}.traces.jsonl"
-    reranker = None if args.ray else Reranker(config=config)
+    # lock the output and check a resume before the model is loaded
+    lock = prepare_run(args.output, traces, requests, resume=args.resume,
+                       settings=run_settings(config, args.tag))
+    reranker = None
     try:
+        reranker = None if args.ray else Reranker(config=config)
         with progress_bar(args.quiet) as progress:
             task = progress.add_task("reranking", total=len(requests))
 
@@ -54,6 +63,7 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     finally:
         if reranker is not None:
             reranker.close()
+        lock.close()
     if not args.quiet:
         _print_summary(summary, args.output, traces)
     return 0

@@ -80,6 +80,16 @@ def register(sub: Any) -> None:  # argparse's subparsers action
                        output_files=("output",))
 
 
+def _check_outputs(args: argparse.Namespace, **outputs: Any) -> None:
+    """Refuse outputs that are the SOURCE records (or another input) before any work."""
+    from reasonrank.io.outputs import check_outputs
+    from reasonrank.training.records import records_path
+
+    source = Path(args.source)
+    inputs = [source] if source.is_file() else [records_path(source)]
+    check_outputs(outputs, {"SOURCE": inputs})
+
+
 def _console(quiet: bool) -> Any:
     from rich.console import Console
 
@@ -131,6 +141,7 @@ def cmd_filter(args: argparse.Namespace) -> int:
         write_records,
     )
 
+    _check_outputs(args, **{"--output": args.output, "--dropped": args.dropped})
     records = read_records(records_path(args.source))
     floor = filter_is_vacuous(args.threshold, (
         (len(r.initial_list), len(set(r.relevant_docids) & set(r.initial_list)))
@@ -161,6 +172,7 @@ def cmd_split(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.fraction <= 1.0:
         raise ConfigError(f"--fraction must be in [0, 1], got {args.fraction}")
+    _check_outputs(args, **{"--output": args.output})
     first, second = split_records(read_records(records_path(args.source)), args.fraction,
                                   args.seed)
     write_records(first, args.output[0])
@@ -251,6 +263,7 @@ def _build(args: argparse.Namespace, kind: str,
     from reasonrank.training.examples import write_examples
 
     args.kind = kind
+    _check_outputs(args, **{"--output": args.output})
     if _is_release(args.source, kind):
         if not args.tokenizer:
             raise ConfigError(f"--tokenizer is required to build examples from {args.source}")

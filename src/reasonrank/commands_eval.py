@@ -261,6 +261,14 @@ def cmd_bright(args: argparse.Namespace) -> int:
         print(f"note: {', '.join(ignored)} ignored without --rerank", file=sys.stderr)
     if not args.no_plots:
         require("matplotlib", "plots", "the bar charts of `reasonrank bright` (or --no-plots)")
+    if args.rerank:
+        from reasonrank.io.outputs import check_outputs
+
+        check_outputs(
+            {"--out (runs)": [out / "runs" / f"{t}.txt" for t in tasks],
+             "--out (traces)": [out / "traces" / f"{t}.jsonl" for t in tasks],
+             "--out (report)": out / "bright.json"},
+            {"--runs": list(run_paths.values()), "--corpus-dir": list(corpora.values())})
     out.mkdir(parents=True, exist_ok=True)
 
     scores: dict[str, _TaskScores] = {}

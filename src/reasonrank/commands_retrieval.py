@@ -118,6 +118,9 @@ def _read_corpus(path: str) -> Any:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    from reasonrank.io.outputs import check_outputs
+
+    check_outputs({"--index": args.index}, {"--corpus": args.corpus})
     start = time.perf_counter()
     corpus = _read_corpus(args.corpus)
     bar, advance = _progress(args.quiet, "encoding" if args.dense else "indexing", len(corpus))
@@ -153,10 +156,12 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_retrieve(args: argparse.Namespace) -> int:
     from reasonrank.errors import ConfigError
     from reasonrank.io import read_queries
+    from reasonrank.io.outputs import check_outputs
     from reasonrank.io.readers import require_items
     from reasonrank.retrieval.common import check_k, index_kind, write_run
 
     check_k(args.k)
+    check_outputs({"--output": args.output}, {"--queries": args.queries, "--index": args.index})
     start = time.perf_counter()
     kind = index_kind(args.index)
     if args.dense and kind != "dense":
@@ -193,14 +198,17 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
 
 def cmd_fuse(args: argparse.Namespace) -> int:
     from reasonrank.errors import ConfigError
-    from reasonrank.io import read_run
+    from reasonrank.io import read_run, trec_eval_order
+    from reasonrank.io.outputs import check_outputs
     from reasonrank.retrieval.common import check_k, write_run
     from reasonrank.retrieval.fusion import interpolate, reciprocal_rank_fusion
 
     check_k(args.k)
     if len(args.runs) < 2:
         raise ConfigError("fuse needs at least two runs")
-    runs = [read_run(_input(path)) for path in args.runs]
+    check_outputs({"--output": args.output}, {"--runs": args.runs})
+    # fusion ranks each run as an evaluator does: by score (trec_eval's order)
+    runs = [trec_eval_order(read_run(_input(path))) for path in args.runs]
     if args.method == "rrf":
         fused = reciprocal_rank_fusion(runs, k=args.rrf_k, weights=args.weights,
                                        depth=args.depth)

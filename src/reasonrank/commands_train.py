@@ -124,8 +124,11 @@ def _summary(kind: str, result: Any) -> None:
 def cmd_train_merge(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from reasonrank.io.outputs import check_outputs
     from reasonrank.training.checkpoint import check_causal_lm, merge_lora
 
+    check_outputs({"--output": args.output},
+                  {"ADAPTER": args.adapter, "--base-model": args.base_model})
     out = merge_lora(args.adapter, args.output, base_model=args.base_model, dtype=args.dtype)
     summary = check_causal_lm(out)
     Console().print(f"merged [bold]{args.adapter}[/] into [bold]{out}[/] "

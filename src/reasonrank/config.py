@@ -28,6 +28,7 @@ DEFAULT_PASSAGE_TOKENS = 512
 BACKEND_CONCURRENCY = {"vllm": 256, "openai": 256}
 HF_CONCURRENCY_PER_BATCH = 4
 ENDPOINTS = ("completions", "chat")
+OUTPUT_SCORES = ("rank", "reference")
 
 
 def _opt(default: Any, help: str, group: str = "rerank", **extra: Any) -> Any:
@@ -61,6 +62,12 @@ class RerankConfig:
         f"{HF_CONCURRENCY_PER_BATCH} x --batch-size for hf)",
     )
     policy: str = _opt("reproduce", "parse policy for windows without an answer", choices=POLICIES)
+    output_scores: str = _opt(
+        "rank", "scores of the reranked list: rank (n+1-rank, strictly decreasing, so every "
+        "evaluator sees the reranked order) or reference (each position keeps its first-stage "
+        "score, written with 6 decimals like the released code; ties then re-sort by doc id when "
+        "scored)", choices=OUTPUT_SCORES,
+    )
     # hf
     device: str = _opt("auto", "torch device: auto, cpu, cuda, cuda:1, mps", group="hf")
     dtype: str = _opt("auto", "torch dtype: auto, bfloat16, float16, float32", group="hf")
@@ -100,7 +107,7 @@ class RerankConfig:
         if self.concurrency is None:
             self.concurrency = default_concurrency(self.backend, self.batch_size)
         check_options((f.name, getattr(self, f.name)) for f in dataclasses.fields(self))
-        for name in ("policy", "endpoint", "preset", "attn_implementation"):
+        for name in ("policy", "endpoint", "preset", "attn_implementation", "output_scores"):
             choices = field_choices(name)
             value = getattr(self, name)
             if value is not None and choices and value not in choices:

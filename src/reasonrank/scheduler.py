@@ -19,7 +19,7 @@ from reasonrank.config import RerankConfig
 from reasonrank.parsing import parse_ranking
 from reasonrank.prompts import PromptBuilder
 from reasonrank.types import RankedDoc, RankedResult, Request, WindowTrace
-from reasonrank.windows import permute_window, sliding_windows
+from reasonrank.windows import pass_windows, permute_window
 
 log = logging.getLogger(__name__)
 
@@ -55,37 +55,38 @@ class Scheduler:
         c = self.config
         prepared = self.builder.prepare(request)
         slots = self._semaphore()
-        # Items move; scores stay with positions, so scores remain monotone in rank.
+        # Items move; `_result` gives the scores (see `RerankConfig.output_scores`).
         items = list(range(len(request.candidates)))
         windows: list[WindowTrace] = []
-        spans = sliding_windows(len(items), c.window_size, c.step, c.rank_start, c.top_k)
+        # pass p starts at rank_start + step * p, as `run_rank_llm.py` calls each pass
+        spans = pass_windows(len(items), c.window_size, c.step, c.rank_start, c.top_k,
+                             c.num_passes)
         if not spans and len(items) > max(1, c.rank_start):
             log.warning(
                 "query %s: window %d / step %d from rank %d over %d candidates runs no window "
                 "(the reference loop stops at once); the first-stage order is kept",
                 request.query.qid, c.window_size, c.step, c.rank_start, len(items),
             )
-        for pass_index in range(c.num_passes):
-            for start, end in spans:
-                passages = [prepared.passages[i] for i in items[start:end]]
-                prompt = self.builder.render(prepared.query, passages)
-                async with slots:
-                    began = time.perf_counter()
-                    gen = await self.backend.generate(prompt, self.params)
-                    latency = time.perf_counter() - began
-                parsed = parse_ranking(gen.text, end - start, c.policy)
-                items = permute_window(items, start, end, parsed.order)
-                trace = WindowTrace(
-                    start=start, end=end, status=parsed.status, output=gen.text,
-                    order=parsed.order, prompt_tokens=gen.prompt_tokens,
-                    output_tokens=gen.output_tokens, finish_reason=gen.finish_reason,
-                    latency_s=latency, pass_index=pass_index,
-                    raw_finish_reason=gen.raw_finish_reason,
-                )
-                windows.append(trace)
-                if self.on_window is not None:
-                    self.on_window(request, trace)
-        return _result(request, items, windows)
+        for pass_index, start, end in spans:
+            passages = [prepared.passages[i] for i in items[start:end]]
+            prompt = self.builder.render(prepared.query, passages)
+            async with slots:
+                began = time.perf_counter()
+                gen = await self.backend.generate(prompt, self.params)
+                latency = time.perf_counter() - began
+            parsed = parse_ranking(gen.text, end - start, c.policy)
+            items = permute_window(items, start, end, parsed.order)
+            trace = WindowTrace(
+                start=start, end=end, status=parsed.status, output=gen.text,
+                order=parsed.order, prompt_tokens=gen.prompt_tokens,
+                output_tokens=gen.output_tokens, finish_reason=gen.finish_reason,
+                latency_s=latency, pass_index=pass_index,
+                raw_finish_reason=gen.raw_finish_reason,
+            )
+            windows.append(trace)
+            if self.on_window is not None:
+                self.on_window(request, trace)
+        return _result(request, items, windows, c.output_scores)
 
     async def stream(
         self, requests: Iterable[Request]
@@ -135,13 +136,22 @@ class Scheduler:
         return [results[i] for i in range(len(results))]
 
 
-def _result(request: Request, items: list[int], windows: list[WindowTrace]) -> RankedResult:
+def _result(request: Request, items: list[int], windows: list[WindowTrace],
+            output_scores: str = "rank") -> RankedResult:
+    """The reranked list: `items[r]` is the candidate at rank r + 1.
+
+    Scores: "rank" gives `n + 1 - rank` (strictly decreasing, exact in any format);
+    "reference" gives each rank the first-stage score of its position (the released code).
+    """
     cands = request.candidates
+    n = len(items)
     docs = [
         RankedDoc(
-            docid=cands[i].docid, rank=rank, score=cands[pos].score, text=cands[i].text,
-            title=cands[i].title, first_stage_rank=i + 1,
+            docid=cands[i].docid, rank=pos + 1,
+            score=cands[pos].score if output_scores == "reference" else float(n - pos),
+            text=cands[i].text, title=cands[i].title, first_stage_rank=i + 1,
+            first_stage_score=cands[i].score,
         )
-        for pos, (rank, i) in enumerate(zip(range(1, len(items) + 1), items, strict=True))
+        for pos, i in enumerate(items)
     ]
     return RankedResult(query=request.query, docs=docs, windows=windows)

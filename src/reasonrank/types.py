@@ -99,7 +99,14 @@ class WindowTrace:
 
 @dataclass(frozen=True, slots=True)
 class RankedDoc:
-    """One document of a reranked list. `score` is the score held by its new position."""
+    """One document of a reranked list.
+
+    `score` carries the reranked order: it strictly decreases with `rank` (by default
+    `n + 1 - rank` for a list of n, so any evaluator that sorts by score sees exactly this
+    order; with `output_scores="reference"` it is the first-stage score of the position, as
+    the released code writes it). `first_stage_score` is the document's own first-stage
+    score and `first_stage_rank` its 1-based first-stage rank.
+    """
 
     docid: str
     rank: int  # 1-based
@@ -107,6 +114,7 @@ class RankedDoc:
     text: str
     title: str | None = None
     first_stage_rank: int = 0  # 1-based rank before reranking
+    first_stage_score: float | None = None
 
 
 @dataclass(slots=True)

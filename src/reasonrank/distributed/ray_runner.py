@@ -97,7 +97,7 @@ def rerank_to_files_ray(
             yield from _schedule(ray, actors, chunks)
 
         return stream_to_files(requests, run_path, trace_path, produce, resume=resume, tag=tag,
-                               on_result=on_result)
+                               on_result=on_result, config=config)
     finally:
         for actor in actors:
             ray.kill(actor)

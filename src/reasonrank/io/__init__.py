@@ -19,6 +19,7 @@ from reasonrank.io.readers import (
     read_run,
     read_score_json,
     read_trec_run,
+    trec_eval_order,
 )
 from reasonrank.io.writers import (
     OutputFormatError,
@@ -49,6 +50,7 @@ __all__ = [
     "read_run",
     "read_score_json",
     "read_trec_run",
+    "trec_eval_order",
     "write_traces",
     "write_trec",
 ]

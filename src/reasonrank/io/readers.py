@@ -7,6 +7,8 @@ naming the file and the line.
 
 from __future__ import annotations
 
+import itertools
+import logging
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -18,9 +20,11 @@ from reasonrank.io._files import StrPath, base_name, excerpt, iter_lines, load_j
 from reasonrank.types import Candidate, Query, Request
 
 V = TypeVar("V")
+log = logging.getLogger(__name__)
 
 Run = dict[str, list[tuple[str, float]]]
-"""qid -> [(docid, score)], best first; qids in order of first appearance."""
+"""qid -> [(docid, score)] in first-stage order (best first); qids in order of first
+appearance."""
 Qrels = dict[str, dict[str, int]]
 """qid -> {docid: relevance}."""
 
@@ -58,6 +62,45 @@ class MissingIdsError(ReasonRankError, LookupError):
 
 class _RecordError(Exception):
     """A record-level problem; the caller adds the file and line."""
+
+
+# --- ids that a TREC run can carry (the writers use the same rules) -------------------------
+
+
+def qid_problem(qid: str) -> str | None:
+    """Why `qid` cannot be a query id of a TREC run (None if it can): it must be non-empty
+    and hold no whitespace at all (no space, tab, no-break space, line break...)."""
+    if not qid:
+        return "is empty"
+    if any(c.isspace() for c in qid):
+        return "holds whitespace"
+    return None
+
+
+def docid_problem(docid: str) -> str | None:
+    """Why `docid` cannot be a doc id of a TREC run (None if it can): non-empty, no tab or
+    line break, no whitespace at either end. Inner spaces are fine (BRIGHT has such ids)."""
+    if not docid:
+        return "is empty"
+    if any(c in docid for c in "\t\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"):
+        return "holds a tab or a line break"
+    if docid != docid.strip():
+        return "starts or ends with whitespace"
+    return None
+
+
+def _check_qid(qid: str, what: str = "query id") -> str:
+    problem = qid_problem(qid)
+    if problem is not None:
+        raise _RecordError(f"{what} {qid!r} {problem}: a TREC run cannot carry it")
+    return qid
+
+
+def _check_docid(docid: str, what: str = "doc id") -> str:
+    problem = docid_problem(docid)
+    if problem is not None:
+        raise _RecordError(f"{what} {docid!r} {problem}: a TREC run cannot carry it")
+    return docid
 
 
 # --- small parsing helpers ------------------------------------------------------------------
@@ -246,21 +289,30 @@ def require_items(path: StrPath, items: V, what: str) -> V:
 def read_trec_run(path: StrPath) -> Run:
     """Read a TREC run `qid Q0 docid rank score tag` (fields separated by spaces or tabs).
 
+    Each query's docs come back in the file's line order, never re-sorted: that is the
+    first-stage order the reference reranks (`run_rank_llm.py` reads runs line by line).
+    The rank column is checked: where it contradicts the line order, one warning names the
+    file (the lines are still taken in file order). trec_eval's order (score descending,
+    ties by doc id descending) is for scoring only: see `trec_eval_order`.
+
     The doc id is everything between the second field and the last three, so ids with
-    spaces survive. The second field is not checked (trec_eval ignores it; some tools write
-    `0` or `Q0`), but it must be there. Each query's docs come back in first-stage order:
-    sorted as trec_eval sorts them, by score descending with ties broken by docid descending
-    (the rank column is validated, then ignored, as trec_eval does). Blank lines are
-    skipped; too few fields, a non-integer rank, a non-numeric or NaN score, or a repeated
-    (qid, docid) raise `InputFormatError`.
+    spaces survive (the reference skips those lines). The second field is not checked
+    (trec_eval ignores it; some tools write `0` or `Q0`), but it must be there. Blank lines
+    are skipped; too few fields, a non-integer rank, a non-numeric or NaN score, a repeated
+    (qid, docid), or an id a TREC run cannot carry (see `qid_problem`, `docid_problem`)
+    raise `InputFormatError` naming the line.
     """
     run: Run = {}
     seen: dict[tuple[str, str], int] = {}
+    last_rank: dict[str, int] = {}
+    disordered: tuple[int, str] | None = None
     for lineno, line in iter_lines(path):
         if not line.strip():
             continue
         try:
-            qid, docid, _rank, score, _tag = _parse_run_line(line)
+            qid, docid, rank, score, _tag = _parse_run_line(line)
+            _check_qid(qid)
+            _check_docid(docid)
         except _RecordError as exc:
             raise InputFormatError(path, lineno, str(exc)) from None
         first = seen.setdefault((qid, docid), lineno)
@@ -268,14 +320,33 @@ def read_trec_run(path: StrPath) -> Run:
             raise InputFormatError(
                 path, lineno, f"duplicate doc {docid!r} for query {qid!r} (also on line {first})"
             )
+        if disordered is None and rank < last_rank.get(qid, rank):
+            disordered = (lineno, qid)
+        last_rank[qid] = rank
         run.setdefault(qid, []).append((docid, score))
-    for docs in run.values():
-        _trec_eval_sort(docs)
+    if disordered is not None:
+        log.warning(
+            "%s: the rank column contradicts the line order (first at line %d, query %r); "
+            "the candidates are taken in line order, as the reference does",
+            path, *disordered,
+        )
     return run
 
 
+def trec_eval_order(run: Mapping[str, Sequence[tuple[str, float]]]) -> Run:
+    """`run` with each query's docs sorted as trec_eval sorts them for scoring: score
+    descending, ties by doc id descending."""
+    out: Run = {}
+    for qid, docs in run.items():
+        entries = list(docs)
+        _trec_eval_sort(entries)
+        out[qid] = entries
+    return out
+
+
 def read_score_json(path: StrPath) -> Run:
-    """Read `{qid: {docid: score}}` JSON; each query's docs are ordered as `read_trec_run`'s."""
+    """Read `{qid: {docid: score}}` JSON; each query's docs by score descending, equal
+    scores kept in the file's key order (a JSON object has no other first-stage order)."""
     data = _loads(path, None, read_text(path))
     if not isinstance(data, dict):
         raise InputFormatError(path, None, "expected a JSON object {qid: {docid: score}}")
@@ -285,16 +356,19 @@ def read_score_json(path: StrPath) -> Run:
             reason = f"query {qid!r}: expected an object {{docid: score}}"
             raise InputFormatError(path, None, reason)
         try:
-            entries = [(d, _score(s, f"query {qid!r}, doc {d!r}: score")) for d, s in docs.items()]
+            _check_qid(qid)
+            entries = [(_check_docid(d, f"query {qid!r}: doc id"),
+                        _score(s, f"query {qid!r}, doc {d!r}: score")) for d, s in docs.items()]
         except _RecordError as exc:
             raise InputFormatError(path, None, str(exc)) from None
-        _trec_eval_sort(entries)
+        entries.sort(key=lambda d: d[1], reverse=True)  # stable: ties keep the key order
         run[qid] = entries
     return run
 
 
 def read_run(path: StrPath) -> Run:
-    """A first-stage run: score JSON for `.json`/`.json.gz`, else a TREC run."""
+    """A first-stage run, in first-stage order: score JSON for `.json`/`.json.gz`, else a
+    TREC run (see `read_trec_run` and `read_score_json`)."""
     return read_score_json(path) if base_name(path).endswith(".json") else read_trec_run(path)
 
 
@@ -323,6 +397,10 @@ def _corpus_records(path: StrPath) -> Iterator[tuple[int | None, str, str, Doc]]
                     path, lineno, "expected 'docid<TAB>text' or 'docid<TAB>title<TAB>text'"
                 )
             title = fields[1] if len(fields) == 3 else None
+            try:
+                _check_docid(fields[0], "document id")
+            except _RecordError as exc:
+                raise InputFormatError(path, lineno, str(exc)) from None
             yield lineno, "", fields[0], Doc(fields[-1], title or None)
         return
     for line, prefix, record in _json_records(path):
@@ -332,7 +410,7 @@ def _corpus_records(path: StrPath) -> Iterator[tuple[int | None, str, str, Doc]]
             found = _first(record, DOC_ID_FIELDS)
             if found is None:
                 raise _RecordError(f"no document id (one of {', '.join(DOC_ID_FIELDS)})")
-            doc_id = _ident(found[1], f"document id {found[0]!r}")
+            doc_id = _check_docid(_ident(found[1], f"document id {found[0]!r}"), "document id")
             text = _text_of(record, TEXT_FIELDS)
             if text is None:
                 raise _RecordError(f"document {doc_id!r} has no text ({', '.join(TEXT_FIELDS)})")
@@ -399,7 +477,11 @@ def _query_records(path: StrPath) -> Iterator[tuple[int | None, str, str, str]]:
             qid, tab, text = line.partition("\t")
             if not tab or not qid.strip():
                 raise InputFormatError(path, lineno, "expected 'qid<TAB>query text'")
-            yield lineno, "", qid.strip(), text
+            try:
+                _check_qid(qid.strip(" "))
+            except _RecordError as exc:
+                raise InputFormatError(path, lineno, str(exc)) from None
+            yield lineno, "", qid.strip(" "), text
         return
     for line, prefix, record in _json_records(path):
         try:
@@ -408,7 +490,7 @@ def _query_records(path: StrPath) -> Iterator[tuple[int | None, str, str, str]]:
             found = _first(record, QUERY_ID_FIELDS)
             if found is None:
                 raise _RecordError(f"no query id (one of {', '.join(QUERY_ID_FIELDS)})")
-            qid = _ident(found[1], f"query id {found[0]!r}")
+            qid = _check_qid(_ident(found[1], f"query id {found[0]!r}"))
             text = _text_of(record, QUERY_TEXT_FIELDS)
             if text is None:
                 raise _RecordError(f"query {qid!r} has no text ({', '.join(QUERY_TEXT_FIELDS)})")
@@ -466,14 +548,16 @@ def read_requests(path: StrPath) -> list[Request]:
     `rank` and `score`, and its text in `content`, else in the hit's or its `doc` object's
     `text`/`segment`/`contents`/`body`/`passage`; `title` comes from the hit or its `doc`.
     The qid is the query object's, else the first hit's; hits naming another qid are an
-    error. Hits keep file order, or rank order when every hit has a rank. Requests and the
-    docs of a request must be unique. A missing score is 0.0.
+    error. Hits keep their list order (the reference's first-stage order); a `rank` that
+    contradicts it gets a warning. Requests and the docs of a request must be unique; ids a
+    TREC run cannot carry are errors. A missing score is 0.0.
     """
     requests: list[Request] = []
     seen: dict[str, str] = {}
+    disordered: str | None = None
     for line, prefix, record in _json_records(path):
         try:
-            request = _parse_request(record)
+            request, bad_ranks = _parse_request(record)
         except _RecordError as exc:
             raise InputFormatError(path, line, f"{prefix}{exc}") from None
         qid = request.query.qid
@@ -484,10 +568,16 @@ def read_requests(path: StrPath) -> list[Request]:
             )
         seen[qid] = where
         requests.append(request)
+        if bad_ranks and disordered is None:
+            disordered = qid
+    if disordered is not None:
+        log.warning("%s: the hits' 'rank' contradicts their list order (first in query %r); "
+                    "the hits are taken in list order, as the reference does", path, disordered)
     return requests
 
 
-def _parse_request(record: Any) -> Request:
+def _parse_request(record: Any) -> tuple[Request, bool]:
+    """The request, and whether its hits' ranks contradict their list order."""
     if not isinstance(record, dict):
         raise _RecordError("expected an object with 'query' and 'hits' (or 'candidates')")
     query = record.get("query")
@@ -495,7 +585,7 @@ def _parse_request(record: Any) -> Request:
     if isinstance(query, dict):
         text = query.get("text")
         if query.get("qid") is not None:
-            qid = _ident(query["qid"], "query qid")
+            qid = _check_qid(_ident(query["qid"], "query qid"))
     else:
         text = query
     if not isinstance(text, str):
@@ -512,12 +602,12 @@ def _parse_request(record: Any) -> Request:
     for i, hit in enumerate(hits):
         if not isinstance(hit, dict):
             raise _RecordError(f"hit {i}: expected an object")
-        docid = _ident(hit.get("docid"), f"hit {i}: 'docid'")
+        docid = _check_docid(_ident(hit.get("docid"), f"hit {i}: 'docid'"), f"hit {i}: doc id")
         if docid in seen:
             raise _RecordError(f"hit {i}: duplicate docid {docid!r}")
         seen.add(docid)
         if hit.get("qid") is not None:
-            hit_qid = _ident(hit["qid"], f"hit {i}: 'qid'")
+            hit_qid = _check_qid(_ident(hit["qid"], f"hit {i}: 'qid'"), f"hit {i}: qid")
             if qid is None:
                 qid = hit_qid
             elif hit_qid != qid:
@@ -542,12 +632,9 @@ def _parse_request(record: Any) -> Request:
 
     if qid is None:
         raise _RecordError("no qid: give 'query': {'text', 'qid'} or a 'qid' on the hits")
-    if any(r is not None for r in ranks):
-        if any(r is None for r in ranks):
-            raise _RecordError("'rank' is given on some hits only")
-        order = sorted(range(len(candidates)), key=lambda j: ranks[j])  # stable
-        candidates = [candidates[j] for j in order]
-    return Request(Query(text, qid), candidates)
+    given = [r for r in ranks if r is not None]
+    disordered = any(b < a for a, b in itertools.pairwise(given))
+    return Request(Query(text, qid), candidates), disordered
 
 
 # --- joining --------------------------------------------------------------------------------

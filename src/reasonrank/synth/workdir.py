@@ -19,10 +19,11 @@ A rerun with settings that would change the output of a stage already run raises
 from __future__ import annotations
 
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from reasonrank.errors import ConfigError
 from reasonrank.io._files import StrPath
+from reasonrank.io.outputs import FileLock, hold_lock
 from reasonrank.synth.settings import STAGES, SynthSettings, merge_settings, output_conflicts
 from reasonrank.synth.store import read_json, write_json
 
@@ -68,21 +69,11 @@ class Workdir:
         """A workdir-relative path (absolute paths stay as they are)."""
         return self.root / path
 
-    def lock(self) -> IO[bytes]:
-        """Hold the workdir's lock (released on `close()` of the returned file, or when the
+    def lock(self) -> FileLock:
+        """Hold the workdir's lock (released on `close()` of the returned lock, or when the
         process dies): two runs on one workdir would send the same requests twice."""
-        handle = open(self.root / ".lock", "ab")  # noqa: SIM115 - the caller closes it
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX: no locking
-            return handle
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            raise ConfigError(f"another `reasonrank synth` run is using {self.root}; wait for "
-                              "it to finish (or stop it) first") from None
-        return handle
+        return hold_lock(self.root / ".lock", f"another `reasonrank synth` run is using "
+                         f"{self.root}; wait for it to finish (or stop it) first")
 
 
 def open_workdir(root: StrPath, config: StrPath | None = None,
