@@ -131,9 +131,9 @@ class VLLMBackend(Backend):
     of the same tokenizer.
 
     `max_num_seqs` and `max_num_batched_tokens` size the engine's batches (None: vLLM's
-    defaults). `engine_kwargs` are passed on to `vllm.AsyncEngineArgs` as extra keywords (for
-    instance `quantization`, `enforce_eager`, `kv_cache_dtype`). An invalid setting raises
-    `ConfigError` naming it.
+    offline defaults for the GPU). `engine_kwargs` are passed on to `vllm.AsyncEngineArgs` as
+    extra keywords (for instance `quantization`, `enforce_eager`, `kv_cache_dtype`). An invalid
+    setting raises `ConfigError` naming it.
     """
 
     name: ClassVar[str] = "vllm"
