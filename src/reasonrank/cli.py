@@ -126,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from reasonrank.redact import install_log_redaction
+
+    install_log_redaction()  # no URL credential or bearer token in any log line
     module, _, name = getattr(args, "handler", f"reasonrank.commands:cmd_{args.command}")\
         .partition(":")
     try:
