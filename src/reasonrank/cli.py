@@ -20,7 +20,20 @@ from reasonrank.errors import ReasonRankError
 
 log = logging.getLogger("reasonrank")
 
-_TYPES: dict[str, Any] = {"int": int, "float": float, "str": str}
+def _json_object(text: str) -> dict[str, Any]:
+    """A `dict` option given as JSON on the command line (`--extra-body '{"a": 1}'`)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+_json_object.__name__ = "JSON object"  # argparse names the type in its error
+_TYPES: dict[str, Any] = {"int": int, "float": float, "str": str,
+                          "dict[str, Any]": _json_object}
 # Modules that add subcommands: each has `register(subparsers)`, which adds its parsers with
 # `set_defaults(handler="module:function")`; heavy imports stay inside the handlers.
 COMMAND_MODULES = ("reasonrank.commands_eval", "reasonrank.commands_retrieval",
@@ -51,7 +64,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, groups: Sequence[str])
         elif f.metadata.get("choices"):
             kwargs.update(type=_TYPES[kind], choices=f.metadata["choices"])
         else:
-            kwargs.update(type=_TYPES[kind], metavar=f.name.upper())
+            metavar = "JSON" if _TYPES[kind] is _json_object else f.name.upper()
+            kwargs.update(type=_TYPES[kind], metavar=metavar)
         by_group[group].add_argument(flag, **kwargs)
 
 
