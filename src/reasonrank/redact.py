@@ -16,8 +16,8 @@ _URL_USERINFO = re.compile(
 )
 # "Bearer <token>" anywhere; "Authorization: <scheme> <credentials>" header lines
 _BEARER = re.compile(r"(?i)\b(?P<kind>bearer)(?P<sep>\s+)(?P<secret>[A-Za-z0-9._~+/=-]+)")
-_AUTH_HEADER = re.compile(r"(?i)(?P<kind>authorization['\"]?\s*[:=]\s*['\"]?)(?P<sep>)"
-                          r"(?P<secret>[^'\"\r\n,}]+)")
+_AUTH_HEADER = re.compile(r"(?i)(?P<kind>authorization['\"]?\s*[:=]\s*['\"]?)"
+                          r"(?P<secret>(?:[A-Za-z]+ +)?[^\s'\",;}]+)")
 _QUERY_SECRET = re.compile(
     r"(?i)(?P<name>[?&](?:api[_-]?key|key|token|access_token|password|secret)=)"
     r"(?P<value>[^&\s'\"]+)"

@@ -186,7 +186,7 @@ class OpenAIBackend(Backend):
                     max_keepalive_connections=self.concurrency,
                 ),
                 headers=self._headers(),
-                auth=self._basic_auth,
+                auth=None if self._api_key else self._basic_auth,  # an API key wins
                 transport=self._transport,
             )
             self._client, self._loop = client, loop
