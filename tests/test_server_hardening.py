@@ -293,9 +293,12 @@ def test_no_credential_in_any_serve_output(qwen_tokenizer_dir: Path, tmp_path: P
 
 
 def test_scheduler_prepares_prompts_off_the_loop(qwen_tokenizer: Any) -> None:
-    """The loop's own thread never runs `prepare` or `render`."""
+    """With `prompt_thread` (the server's app sets it) the loop's own thread never runs
+    `prepare` or `render`."""
     reranker = Reranker(config=RerankConfig(model="m", backend="fake"),
                         backend=FakeBackend(qwen_tokenizer))
+    create_app(reranker)
+    assert reranker.scheduler.prompt_thread
     threads: set[str] = set()
     builder = reranker.builder
     prepare, render = builder.prepare, builder.render

@@ -4,8 +4,10 @@ Windows of one query run in order (each depends on the last); windows of differe
 independent. A global semaphore caps the generations in flight, and as soon as one window
 finishes its query submits the next, so the backend stays full without lock-step batches.
 With a deterministic backend the results equal running the queries one at a time.
-Prompt preparation (cleaning, truncation, chat template) runs in one worker thread, off the
-event loop, so a large request never stalls the loop (and a server's other requests).
+With `prompt_thread` set (the server sets it) prompt preparation (cleaning, truncation, chat
+template) runs in one worker thread, off the event loop, so a large request never stalls the
+loop and a server's other requests; batch runs keep it on the loop, where a finished window's
+successor is rendered and submitted in the same step.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Scheduler:
     builder: PromptBuilder
     config: RerankConfig
     on_window: WindowCallback | None = None
+    prompt_thread: bool = False
 
     def __post_init__(self) -> None:
         c = self.config
@@ -50,8 +53,10 @@ class Scheduler:
         self._prompt_thread: ThreadPoolExecutor | None = None
 
     async def offload(self, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(*args)` in the prompt thread: off the event loop, one call at a time (the
-        tokenizer is not shared between threads)."""
+        """`fn(*args)`: with `prompt_thread`, in the prompt thread (off the event loop, one
+        call at a time: the tokenizer is not shared between threads); else here."""
+        if not self.prompt_thread:
+            return fn(*args)
         if self._prompt_thread is None:
             self._prompt_thread = ThreadPoolExecutor(1, thread_name_prefix="reasonrank-prompts")
         return await asyncio.get_running_loop().run_in_executor(self._prompt_thread, fn, *args)

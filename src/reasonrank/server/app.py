@@ -337,6 +337,8 @@ def create_app(reranker: Reranker, settings: ServerSettings | None = None) -> Fa
     metrics = ServerMetrics()
     created = int(time.time())
     keys = KeyCheck(settings.api_keys)
+    # prompts are prepared in a worker thread: a big request never stalls the event loop
+    reranker.scheduler.prompt_thread = True
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
