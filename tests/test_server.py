@@ -59,8 +59,10 @@ def auth_server(qwen_tokenizer: Any) -> Iterator[httpx.Client]:
 
 def assert_error(response: httpx.Response, status: int, words: str) -> None:
     assert response.status_code == status, response.text
-    error = response.json()["error"]
+    body = response.json()
+    error = body["error"]
     assert set(error) == {"message", "type"}
+    assert body["message"] == body["detail"] == error["message"]  # Cohere, Jina, OpenAI
     assert words.lower() in error["message"].lower(), error
     assert "Traceback" not in response.text
 
@@ -139,8 +141,11 @@ def test_split_output() -> None:
     ({"query": "q" * 301, "documents": DOCS}, 413, "query has 301 characters"),
     ({"query": 5, "documents": DOCS}, 422, "query"),
     ({"query": QUERY, "documents": [1, 2]}, 422, "documents"),
-    ({"query": QUERY, "documents": [{"title": "no text"}]}, 422, "text"),
-    ({"query": QUERY, "documents": DOCS, "top_n": 0}, 422, "top_n"),
+    ({"query": QUERY, "documents": ["a", {"title": "no text"}]}, 400, "document 1 has no 'text'"),
+    ({"query": QUERY, "documents": [{"a": "x"}], "rank_fields": ["b"]}, 400,
+     "document 0 has none of the rank_fields b and no"),
+    ({"query": QUERY, "documents": [{"text": 5}]}, 422, "text"),
+    ({"query": QUERY, "documents": DOCS, "top_n": "all"}, 422, "top_n"),
     ({"documents": DOCS}, 422, "field required"),
 ])
 def test_bad_requests(server: httpx.Client, payload: dict[str, Any], status: int,

@@ -21,7 +21,20 @@ from reasonrank.options import check_options
 
 log = logging.getLogger("reasonrank")
 
-_TYPES: dict[str, Any] = {"int": int, "float": float, "str": str}
+def _json_object(text: str) -> dict[str, Any]:
+    """A `dict` option given as JSON on the command line (`--extra-body '{"a": 1}'`)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+_json_object.__name__ = "JSON object"  # argparse names the type in its error
+_TYPES: dict[str, Any] = {"int": int, "float": float, "str": str,
+                          "dict[str, Any]": _json_object}
 # Modules that add subcommands: each has `register(subparsers)`, which adds its parsers with
 # `set_defaults(handler="module:function")`; heavy imports stay inside the handlers.
 COMMAND_MODULES = ("reasonrank.commands_eval", "reasonrank.commands_retrieval",
@@ -53,7 +66,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, groups: Sequence[str])
         elif f.metadata.get("choices"):
             kwargs.update(type=_TYPES[kind], choices=f.metadata["choices"])
         else:
-            kwargs.update(type=_TYPES[kind], metavar=f.name.upper())
+            metavar = "JSON" if _TYPES[kind] is _json_object else f.name.upper()
+            kwargs.update(type=_TYPES[kind], metavar=metavar)
         by_group[group].add_argument(flag, **kwargs)
 
 
@@ -145,6 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from reasonrank.redact import install_log_redaction
+
+    install_log_redaction()  # no URL credential or bearer token in any log line
     module, _, name = getattr(args, "handler", f"reasonrank.commands:cmd_{args.command}")\
         .partition(":")
     previous = _stop_on_sigterm()

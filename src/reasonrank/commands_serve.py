@@ -37,6 +37,14 @@ def register(sub: Any) -> None:  # argparse's subparsers action
                      help="request body size (default: 10000000)")
     net.add_argument("--server-timeout", type=float, default=600.0, metavar="SECONDS",
                      help="per-request time limit, then 504 (default: 600)")
+    net.add_argument("--header-timeout", type=float, default=10.0, metavar="SECONDS",
+                     help="time a client has to send a request's headers, then the connection "
+                          "is closed (default: 10)")
+    net.add_argument("--body-timeout", type=float, default=30.0, metavar="SECONDS",
+                     help="time a client has to send a request's body, then 408 (default: 30)")
+    net.add_argument("--max-connections", type=int, default=4096,
+                     help="connections open at once; beyond it 503 (default: 4096, lowered to "
+                          "fit ulimit -n)")
     net.add_argument("--log-level", default="info",
                      choices=("critical", "error", "warning", "info", "debug"),
                      help="uvicorn log level (default: info)")
@@ -55,7 +63,8 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         cors_origins=tuple(args.cors_origin), max_documents=args.max_documents,
         max_document_chars=args.max_document_chars, max_query_chars=args.max_query_chars,
         max_body_bytes=args.max_body_bytes, request_timeout=args.server_timeout,
-        served_model_name=args.served_model_name,
+        served_model_name=args.served_model_name, header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout, max_connections=args.max_connections,
     )
 
 
@@ -67,11 +76,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)  # validate before loading a model
     if not settings.api_keys and settings.allow_public:
         log.warning("serving on %s without an API key", settings.host)
+    from reasonrank.redact import install_log_redaction
     from reasonrank.reranker import Reranker
     from reasonrank.server.app import create_app
+    from reasonrank.server.run import raise_fd_limit, uvicorn_config
 
+    settings = raise_fd_limit(settings)
     reranker = Reranker(config=config_from_args(args))
     app = create_app(reranker, settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                timeout_graceful_shutdown=10)
+    config = uvicorn_config(app, settings, log_level=args.log_level, host=settings.host,
+                            port=settings.port)
+    # uvicorn's handlers exist now: no URL credential, bearer token or key reaches a log line
+    install_log_redaction(*(logging.getLogger(n) for n in ("uvicorn", "uvicorn.error",
+                                                            "uvicorn.access")))
+    uvicorn.Server(config).run()
     return 0

@@ -87,6 +87,10 @@ class RerankConfig:
     )
     request_timeout: float = _opt(600.0, "seconds before a request is retried", group="openai")
     max_retries: int = _opt(6, "retries on 429, 5xx and timeouts", group="openai")
+    extra_body: dict[str, Any] | None = _opt(  # noqa: RUF009 (default None)
+        None, "JSON object merged into every request body, e.g. '{\"repeat_penalty\": 1.0}' "
+        "for llama.cpp's server (whose default 1.1 changes greedy outputs)", group="openai",
+    )
     # vllm
     tensor_parallel_size: int = _opt(1, "GPUs per model replica", group="vllm")
     gpu_memory_utilization: float = _opt(0.9, "fraction of GPU memory vLLM may take", group="vllm")
@@ -107,6 +111,11 @@ class RerankConfig:
         if self.concurrency is None:
             self.concurrency = default_concurrency(self.backend, self.batch_size)
         check_options((f.name, getattr(self, f.name)) for f in dataclasses.fields(self))
+        if self.extra_body is not None and (
+            not isinstance(self.extra_body, dict)
+            or not all(isinstance(k, str) for k in self.extra_body)
+        ):
+            raise ConfigError(f"extra_body must be a JSON object, got {self.extra_body!r}")
         for name in ("policy", "endpoint", "preset", "attn_implementation", "output_scores"):
             choices = field_choices(name)
             value = getattr(self, name)

@@ -6,7 +6,13 @@ MAX_REASON_CHARS = 600
 
 
 class ReasonRankError(Exception):
-    """Base class of every error raised by reasonrank."""
+    """Base class of every error raised by reasonrank. Its text never shows a credential:
+    URL userinfo and bearer tokens are masked (`reasonrank.redact`)."""
+
+    def __str__(self) -> str:
+        from reasonrank.redact import redact
+
+        return redact(super().__str__())
 
 
 class ConfigError(ReasonRankError, ValueError):

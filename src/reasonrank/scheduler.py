@@ -4,6 +4,10 @@ Windows of one query run in order (each depends on the last); windows of differe
 independent. A global semaphore caps the generations in flight, and as soon as one window
 finishes its query submits the next, so the backend stays full without lock-step batches.
 With a deterministic backend the results equal running the queries one at a time.
+With `prompt_thread` set (the server sets it) prompt preparation (cleaning, truncation, chat
+template) runs in one worker thread, off the event loop, so a large request never stalls the
+loop and a server's other requests; batch runs keep it on the loop, where a finished window's
+successor is rendered and submitted in the same step.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sized
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from reasonrank.backends.base import Backend, SamplingParams
 from reasonrank.config import RerankConfig
@@ -24,6 +30,7 @@ from reasonrank.windows import pass_windows, permute_window
 log = logging.getLogger(__name__)
 
 WindowCallback = Callable[[Request, WindowTrace], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -34,6 +41,7 @@ class Scheduler:
     builder: PromptBuilder
     config: RerankConfig
     on_window: WindowCallback | None = None
+    prompt_thread: bool = False
 
     def __post_init__(self) -> None:
         c = self.config
@@ -42,6 +50,16 @@ class Scheduler:
         )
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: asyncio.AbstractEventLoop | None = None
+        self._prompt_thread: ThreadPoolExecutor | None = None
+
+    async def offload(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)`: with `prompt_thread`, in the prompt thread (off the event loop, one
+        call at a time: the tokenizer is not shared between threads); else here."""
+        if not self.prompt_thread:
+            return fn(*args)
+        if self._prompt_thread is None:
+            self._prompt_thread = ThreadPoolExecutor(1, thread_name_prefix="reasonrank-prompts")
+        return await asyncio.get_running_loop().run_in_executor(self._prompt_thread, fn, *args)
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -53,7 +71,7 @@ class Scheduler:
     async def rerank(self, request: Request) -> RankedResult:
         """Rerank one request: its windows back to front, one after another."""
         c = self.config
-        prepared = self.builder.prepare(request)
+        prepared = await self.offload(self.builder.prepare, request)
         slots = self._semaphore()
         # Items move; `_result` gives the scores (see `RerankConfig.output_scores`).
         items = list(range(len(request.candidates)))
@@ -69,7 +87,7 @@ class Scheduler:
             )
         for pass_index, start, end in spans:
             passages = [prepared.passages[i] for i in items[start:end]]
-            prompt = self.builder.render(prepared.query, passages)
+            prompt = await self.offload(self.builder.render, prepared.query, passages)
             async with slots:
                 began = time.perf_counter()
                 gen = await self.backend.generate(prompt, self.params)

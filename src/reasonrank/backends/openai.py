@@ -39,6 +39,7 @@ import httpx
 from reasonrank.backends.base import Backend, Generation, Prompt, SamplingParams, load_tokenizer
 from reasonrank.config import ENDPOINTS
 from reasonrank.errors import BackendError, BackendRequestError, ConfigError
+from reasonrank.redact import redact_url
 
 if TYPE_CHECKING:
     from reasonrank.config import RerankConfig
@@ -100,7 +101,9 @@ class OpenAIBackend(Backend):
         if backoff_base < 0 or backoff_max < 0:
             raise ConfigError("backoff_base and backoff_max must be >= 0")
         self.model = model
-        self.api_base = api_base.rstrip("/")
+        # Credentials in the URL (http://user:pw@host/v1) become Basic auth, and `api_base`
+        # keeps only the rest: no message, log line or repr can show them.
+        self.api_base, self._basic_auth = _split_userinfo(api_base.rstrip("/"))
         self.endpoint = endpoint
         self.api_key_env = api_key_env
         if api_key is None and api_key_env:
@@ -136,6 +139,7 @@ class OpenAIBackend(Backend):
             request_timeout=config.request_timeout,
             max_retries=config.max_retries,
             concurrency=config.concurrency,
+            extra_body=config.extra_body,
         )
 
     @property
@@ -182,6 +186,7 @@ class OpenAIBackend(Backend):
                     max_keepalive_connections=self.concurrency,
                 ),
                 headers=self._headers(),
+                auth=None if self._api_key else self._basic_auth,  # an API key wins
                 transport=self._transport,
             )
             self._client, self._loop = client, loop
@@ -209,7 +214,7 @@ class OpenAIBackend(Backend):
                 delay = self._backoff(attempt, exc.retry_after)
                 logger.warning(
                     "POST %s failed (%s); retry %d of %d in %.2fs",
-                    url, exc, attempt + 1, self.max_retries, delay,
+                    redact_url(url), exc, attempt + 1, self.max_retries, delay,
                 )
                 await asyncio.sleep(delay)
         summary = ", ".join(f"{n}x {kind}" for kind, n in failures.most_common())
@@ -325,6 +330,20 @@ def request_body(model: str, endpoint: str, prompt: Prompt, params: SamplingPara
         body["seed"] = params.seed
     body.update(extra_body or {})
     return body
+
+
+def _split_userinfo(url: str) -> tuple[str, httpx.BasicAuth | None]:
+    """`url` without its userinfo, and that userinfo as Basic auth (None when absent)."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ConfigError(f"invalid api_base {redact_url(url)!r}: {exc}") from None
+    if not parsed.userinfo:
+        return url, None
+    bare = str(parsed.copy_with(username=None, password=None))
+    if not url.endswith("/") and bare.endswith("/") and parsed.raw_path == b"/":
+        bare = bare[:-1]
+    return bare, httpx.BasicAuth(parsed.username, parsed.password)
 
 
 async def _close_at_loop_shutdown(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:

@@ -41,6 +41,14 @@ class ServerMetrics:
         self.parse_status = prom.Counter(
             "reasonrank_window_parse_status", "windows by parse status", ["status"], registry=r
         )
+        self.timeouts = prom.Counter(
+            "reasonrank_http_client_timeouts", "connections closed because the client was too "
+            "slow to send its request (phase: header or body)", ["phase"], registry=r,
+        )
+        self.refused = prom.Counter(
+            "reasonrank_http_connections_refused", "connections answered 503 at the connection "
+            "cap", registry=r,
+        )
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint=endpoint, status=str(status)).inc()

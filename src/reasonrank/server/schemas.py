@@ -1,4 +1,4 @@
-"""Request and response bodies of the rerank API (Cohere / Jina / vLLM `/v1/rerank` shape)."""
+"""Request and response bodies of the rerank API: Cohere v1/v2, Jina, vLLM and TEI shapes."""
 
 from __future__ import annotations
 
@@ -15,27 +15,78 @@ SCORE_NOTE = (
 
 
 class DocumentObject(BaseModel):
-    """A document given as an object; `text` is reranked, other fields are ignored."""
+    """A document given as an object. `text` is reranked unless `rank_fields` names other keys,
+    which are then joined as `key: value` lines, as Cohere does; other fields are kept and
+    returned with the document."""
 
-    model_config = ConfigDict(extra="allow")
-    text: str
+    # The schema says `text` is a required string: what a document needs unless the request's
+    # `rank_fields` names other fields (then `text` may be absent; a document with neither is
+    # answered 400 naming its index).
+    model_config = ConfigDict(extra="allow", json_schema_extra={
+        "required": ["text"],
+        "properties": {"text": {"type": "string", "title": "Text",
+                                "description": "the text reranked (unless rank_fields is given)"}},
+    })
+    text: str | None = None
 
 
 class RerankRequest(BaseModel):
-    """Documents are taken to be in first-stage order, best first."""
+    """Cohere v1 / Jina / vLLM rerank request. Documents are in first-stage order, best first."""
 
     model_config = ConfigDict(extra="ignore")
     model: str | None = Field(None, description="accepted and ignored: the served model answers")
     query: str = Field(description="the search query (non-empty)")
     documents: list[str | DocumentObject] = Field(
-        description="candidate documents, strings or objects with `text`, in first-stage order"
+        description="candidate documents, strings or objects, in first-stage order"
     )
-    top_n: int | None = Field(None, ge=1, description="return only the best N (default: all)")
-    return_documents: bool = Field(False, description="include each document's text")
+    top_n: int | None = Field(None, description="return only the best N; absent or <= 0: all")
+    rank_fields: list[str] | None = Field(
+        None, description="keys of object documents to rerank on, joined as `key: value` lines "
+        "(default: `text`)"
+    )
+    return_documents: bool | None = Field(
+        None, description="include each document in the results (default: false on /v1/rerank "
+        "and /v2/rerank as Cohere documents it; true on /rerank as Jina and vLLM do)"
+    )
+    max_tokens_per_doc: int | None = Field(
+        None, ge=1, description="truncate each document to N tokens (never beyond the server's "
+        "own passage truncation)"
+    )
+    max_chunks_per_doc: int | None = Field(None, description="accepted and ignored")
+
+
+class V2RerankRequest(RerankRequest):
+    """Cohere v2 rerank request: string documents."""
+
+    documents: list[str | DocumentObject] = Field(
+        description="candidate documents (strings; objects as in v1 are accepted too), in "
+        "first-stage order"
+    )
+
+
+class TeiRerankRequest(BaseModel):
+    """Text Embeddings Inference's rerank request (`texts`); the answer is a list."""
+
+    model_config = ConfigDict(extra="ignore")
+    query: str = Field(description="the search query (non-empty)")
+    texts: list[str] = Field(description="candidate texts, in first-stage order")
+    return_text: bool = Field(False, description="include each text in the answer")
+    raw_scores: bool = Field(False, description="accepted; scores are rank-derived either way")
+    truncate: bool | None = Field(None, description="accepted; passages are always truncated")
+    truncation_direction: str | None = Field(None, description="accepted and ignored")
+
+
+class TeiRank(BaseModel):
+    index: int = Field(description="the text's index in the request")
+    score: float = Field(description=SCORE_NOTE)
+    text: str | None = None
 
 
 class ResultDocument(BaseModel):
-    text: str
+    """The document as given: `{"text": ...}` for a string, the object itself for an object."""
+
+    model_config = ConfigDict(extra="allow")
+    text: str | None = None
 
 
 class RerankResult(BaseModel):
@@ -93,12 +144,16 @@ class ErrorBody(BaseModel):
 
 
 class ErrorResponse(BaseModel):
+    """`message` (Cohere), `detail` (Jina, FastAPI) and `error` (OpenAI) carry the same text."""
+
+    message: str
+    detail: str
     error: ErrorBody
 
 
 class Health(BaseModel):
     status: Literal["ok"]
-    model: str
+    model: str | None = Field(None, description="shown only with a valid key when keys are set")
 
 
 class ModelCard(BaseModel):

@@ -25,13 +25,21 @@ class ServerSettings:
     max_body_bytes: int = 10_000_000
     request_timeout: float = 600.0
     served_model_name: str | None = None  # default: the reranker's model
+    # slow or hostile clients: time to send the request line and headers (per request on a
+    # connection), time to send the body, most connections open at once (then 503)
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 4096
 
     def __post_init__(self) -> None:
         for name in ("max_documents", "max_document_chars", "max_query_chars", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.request_timeout <= 0:
-            raise ConfigError(f"request timeout must be > 0, got {self.request_timeout}")
+        for name in ("request_timeout", "header_timeout", "body_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.max_connections < 1:
+            raise ConfigError(f"max_connections must be at least 1, got {self.max_connections}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in 0..65535, got {self.port}")
         if not is_loopback(self.host) and not self.allow_public:
