@@ -54,10 +54,18 @@ class RerankConfig:
     seed: int | None = _opt(None, "sampling seed")
     concurrency: int = _opt(32, "global cap on generations in flight")
     policy: str = _opt("reproduce", "parse policy for windows without an answer", choices=POLICIES)
+    force_answer_tokens: int = _opt(
+        0, "budget forcing: a window that spends its budget without an answer gets the "
+        "template's answer opening (</think> <answer>) and N more tokens (0 = off, the reference)"
+    )
     # hf
     device: str = _opt("auto", "torch device: auto, cpu, cuda, cuda:1, mps", group="hf")
     dtype: str = _opt("auto", "torch dtype: auto, bfloat16, float16, float32", group="hf")
-    batch_size: int = _opt(8, "largest batch one generate() call takes", group="hf")
+    batch_size: int = _opt(8, "most windows decoding together", group="hf")
+    hf_batching: str = _opt(
+        "continuous", "continuous (a finished window's slot takes the next one) or lockstep "
+        "(one generate() call per batch)", group="hf", choices=("continuous", "lockstep"),
+    )
     attn_implementation: str = _opt(
         "sdpa", "attention kernel: sdpa, eager, flash_attention_2", group="hf",
         choices=("sdpa", "eager", "flash_attention_2"),
@@ -92,7 +100,9 @@ class RerankConfig:
             raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
         if self.max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
-        for name in ("policy", "endpoint", "preset", "attn_implementation"):
+        if self.force_answer_tokens < 0:
+            raise ConfigError(f"force_answer_tokens must be >= 0, got {self.force_answer_tokens}")
+        for name in ("policy", "endpoint", "preset", "attn_implementation", "hf_batching"):
             choices = field_choices(name)
             value = getattr(self, name)
             if value is not None and choices and value not in choices:

@@ -1,0 +1,136 @@
+"""The hf backend's continuous batching: the same greedy tokens as lock-step `generate()`, slots
+refilled as windows finish, and windows whose caller was cancelled never generated."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+pytest.importorskip("torch")
+
+from reasonrank.backends.base import Prompt, SamplingParams
+from reasonrank.backends.hf import HFBackend, _ContinuousBatch
+from reasonrank.config import RerankConfig
+
+
+def _backend(tiny_qwen_dir, batching: str, batch_size: int) -> HFBackend:
+    return HFBackend.from_config(RerankConfig(
+        model=str(tiny_qwen_dir), device="cpu", dtype="float32", batch_size=batch_size,
+        hf_batching=batching,
+    ))
+
+
+def _prompts(tokenizer, n: int) -> list[Prompt]:
+    words = ["salt", "sea", "river", "onion", "rain", "ion", "cloud", "tear"]
+    out = []
+    for i in range(n):
+        body = " ".join(words[(i * 3 + j) % len(words)] for j in range(5 + 9 * i))
+        messages = ({"role": "user", "content": f"query {i}: {body}"},)
+        text = tokenizer.apply_chat_template(list(messages), tokenize=False,
+                                             add_generation_prompt=True)
+        out.append(Prompt(text, messages))
+    return out
+
+
+async def _generate_all(backend: HFBackend, prompts, budgets):
+    try:
+        return await asyncio.gather(*(
+            backend.generate(p, SamplingParams(max_new_tokens=b))
+            for p, b in zip(prompts, budgets, strict=True)
+        ))
+    finally:
+        await backend.aclose()
+
+
+@pytest.fixture(scope="module")
+def lockstep(tiny_qwen_dir):
+    return _backend(tiny_qwen_dir, "lockstep", 4)
+
+
+BUDGETS = [9, 2, 17, 5, 1, 12, 7, 3, 14]
+
+
+def test_continuous_equals_lockstep_token_for_token(tiny_qwen_dir, lockstep):
+    prompts = _prompts(lockstep.tokenizer, len(BUDGETS))
+    # Lock-step reference: one generate() per budget, prompts of unequal lengths padded together.
+    expected = {}
+    for budget in sorted(set(BUDGETS)):
+        group = [i for i, b in enumerate(BUDGETS) if b == budget]
+        outs = lockstep._generate_batch([prompts[i].text for i in group],
+                                        SamplingParams(max_new_tokens=budget))
+        expected.update(zip(group, outs, strict=True))
+    continuous = _backend(tiny_qwen_dir, "continuous", 3)
+    admitted: list[int] = []
+    original = _ContinuousBatch._admit
+
+    def spy(self, prompts_, params):
+        admitted.append(len(prompts_))
+        return original(self, prompts_, params)
+
+    _ContinuousBatch._admit = spy
+    try:
+        got = asyncio.run(_generate_all(continuous, prompts, BUDGETS))
+    finally:
+        _ContinuousBatch._admit = original
+    assert [g.output_tokens for g in got] == [expected[i].output_tokens for i in range(len(got))]
+    assert [g.text for g in got] == [expected[i].text for i in range(len(got))]
+    assert [(g.prompt_tokens, g.finish_reason) for g in got] == [
+        (expected[i].prompt_tokens, expected[i].finish_reason) for i in range(len(got))]
+    # Three slots: the first admission fills them, later ones refill slots as windows finish.
+    assert admitted[0] == 3 and sum(admitted) == len(BUDGETS) and len(admitted) > 2
+
+
+def test_continuous_greedy_matches_generate_with_eos(tiny_qwen_dir, lockstep):
+    """Rows that stop on EOS: with EOS forced to the model's most likely token, generation ends
+    at once on both paths, with finish reason "stop"."""
+    prompts = _prompts(lockstep.tokenizer, 4)
+    first = lockstep._generate_batch([p.text for p in prompts], SamplingParams(max_new_tokens=1))
+    eos = lockstep.tokenizer.convert_tokens_to_ids(lockstep.tokenizer.tokenize(first[2].text))[0]
+    continuous = _backend(tiny_qwen_dir, "continuous", 2)
+    for backend in (lockstep, continuous):
+        backend._eos_ids = backend._eos_ids | {eos}
+    try:
+        ref = lockstep._generate_batch([p.text for p in prompts], SamplingParams(max_new_tokens=6))
+        got = asyncio.run(_generate_all(continuous, prompts, [6] * 4))
+    finally:
+        lockstep._eos_ids.discard(eos)
+    assert ref[2].finish_reason == "stop" and ref[2].output_tokens == 1
+    assert [(g.text, g.output_tokens, g.finish_reason) for g in got] == [
+        (r.text, r.output_tokens, r.finish_reason) for r in ref]
+
+
+@pytest.mark.parametrize("batching", ["continuous", "lockstep"])
+def test_cancelled_windows_are_never_generated(tiny_qwen_dir, batching):
+    backend = _backend(tiny_qwen_dir, batching, 1)
+    prompts = _prompts(backend.tokenizer, 3)
+    seen: list[str] = []
+    tok = backend.tokenizer
+    original = tok.__class__.__call__
+
+    def spy(self, text, *args, **kwargs):
+        if isinstance(text, list):
+            seen.extend(text)
+        return original(self, text, *args, **kwargs)
+
+    async def scenario():
+        first = asyncio.ensure_future(backend.generate(prompts[0],
+                                                       SamplingParams(max_new_tokens=8)))
+        doomed = asyncio.ensure_future(backend.generate(prompts[1],
+                                                        SamplingParams(max_new_tokens=8)))
+        last = asyncio.ensure_future(backend.generate(prompts[2],
+                                                      SamplingParams(max_new_tokens=2)))
+        await asyncio.sleep(0)  # all three queued; the first is being generated
+        doomed.cancel()
+        try:
+            return await asyncio.gather(first, last)
+        finally:
+            await backend.aclose()
+
+    tok.__class__.__call__ = spy
+    try:
+        outs = asyncio.run(scenario())
+    finally:
+        tok.__class__.__call__ = original
+    assert [o.output_tokens for o in outs] == [8, 2]
+    assert prompts[1].text not in seen and prompts[0].text in seen and prompts[2].text in seen
