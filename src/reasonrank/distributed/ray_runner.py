@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from reasonrank.backends.base import backend_class
+from reasonrank.backends.base import Backend, backend_class
 from reasonrank.config import RerankConfig
 from reasonrank.errors import ConfigError, ReasonRankError, require
 from reasonrank.runner import RunSummary, stream_to_files
@@ -35,10 +35,12 @@ class RerankWorker:
     """The body of one Ray actor: a `Reranker` built inside the actor's process, driven from
     the actor's event loop (Ray runs the async methods concurrently on that loop)."""
 
-    def __init__(self, config: RerankConfig) -> None:
+    def __init__(self, config: RerankConfig,
+                 backend_factory: Callable[[RerankConfig], Backend] | None = None) -> None:
         from reasonrank.reranker import Reranker
 
-        self.reranker = Reranker(config=config)
+        backend = config.backend if backend_factory is None else backend_factory(config)
+        self.reranker = Reranker(config=config, backend=backend)
 
     async def rerank_one(self, request: Request) -> RankedResult:
         """Rerank one query; many calls run at once and share the backend."""
@@ -72,6 +74,7 @@ def rerank_to_files_ray(
     resume: bool = False,
     tag: str = "reasonrank",
     on_result: Callable[[RankedResult], None] | None = None,
+    backend_factory: Callable[[RerankConfig], Backend] | None = None,
 ) -> RunSummary:
     """`rerank_to_files` with `replicas` Ray actors, each holding one model replica.
 
@@ -82,7 +85,8 @@ def rerank_to_files_ray(
     finishes; with "chunked", queries go out in chunks of `chunk_size` (default: about four
     chunks per replica) to whichever actor is free. The queries of an actor that dies go back
     to the queue for the others; if every actor dies the run stops with the finished queries
-    saved (rerun with `resume`).
+    saved (rerun with `resume`). `backend_factory` (pickled to every actor) builds a custom
+    backend in each replica instead of `config.backend`.
     """
     if replicas < 1:
         raise ConfigError(f"replicas must be at least 1, got {replicas}")
@@ -102,15 +106,22 @@ def rerank_to_files_ray(
         _check_resources(ray, replicas, cpus_per_replica, gpus, fixed=started)
         remote = ray.remote(RerankWorker)
         run_id = uuid.uuid4().hex[:8]
+        # A few queries beyond `concurrency` wait at each replica, so a finished query's slot is
+        # refilled at once, not a driver round trip later (the scheduler still runs at most
+        # `concurrency` generations at a time).
+        prefetch = max(1, config.concurrency // 8)
         for i in range(replicas):
             actors.append(remote.options(
                 name=f"{ACTOR_PREFIX}-{run_id}-{i}", num_cpus=cpus_per_replica, num_gpus=gpus,
-                max_restarts=0, max_concurrency=config.concurrency + 2,
-            ).remote(config))
+                max_restarts=0, max_concurrency=config.concurrency + prefetch + 2,
+            ).remote(config, backend_factory))
+        # Every replica has loaded its model before the first query goes out (an actor that
+        # cannot start raises here, with its own error, instead of dying under a query).
+        ray.get([actor.__ray_ready__.remote() for actor in actors])
 
         def produce(todo: list[Request]) -> Iterator[RankedResult]:
             if dispatch == "streaming":
-                yield from stream_queries(ray, actors, todo, config.concurrency)
+                yield from stream_queries(ray, actors, todo, config.concurrency + prefetch)
                 return
             size = chunk_size or max(1, min(config.concurrency,
                                             math.ceil(len(todo) / (4 * replicas))))
