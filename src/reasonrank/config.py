@@ -113,6 +113,13 @@ class RerankConfig:
             raise ConfigError(
                 f"unknown template {self.template!r}; choose one of: {', '.join(TEMPLATES)}"
             )
+        if self.force_answer_tokens:
+            if TEMPLATES[self.template].open_answer is None:
+                raise ConfigError(f"template {self.template!r} has no answer tag to force "
+                                  "(force_answer_tokens needs reasoning or qwen3)")
+            if self.backend == "openai" and self.endpoint == "chat":
+                raise ConfigError("force_answer_tokens continues the rendered prompt; use the "
+                                  "completions endpoint (the chat endpoint re-renders it)")
 
     @property
     def passage_tokens(self) -> int:
