@@ -134,3 +134,38 @@ def test_cancelled_windows_are_never_generated(tiny_qwen_dir, batching):
         tok.__class__.__call__ = original
     assert [o.output_tokens for o in outs] == [8, 2]
     assert prompts[1].text not in seen and prompts[0].text in seen and prompts[2].text in seen
+
+
+class _EosAfter:
+    """Forces EOS once a row has generated `lengths[i]` tokens, row i told by its prompt."""
+
+    def __init__(self, pad: int, eos: int, prompts: list[list[int]], lengths: list[int]) -> None:
+        self.pad, self.eos, self.prompts, self.lengths = pad, eos, prompts, lengths
+
+    def __call__(self, input_ids, scores):
+        for r, row in enumerate(input_ids.tolist()):
+            real = row[next(i for i, t in enumerate(row) if t != self.pad):]
+            (i,) = [i for i, p in enumerate(self.prompts) if real[:len(p)] == p]
+            if len(real) - len(self.prompts[i]) + 1 == self.lengths[i]:
+                scores[r, :] = float("-inf")
+                scores[r, self.eos] = 0.0
+        return scores
+
+
+def test_logits_processors_apply_alike_on_both_paths(tiny_qwen_dir, lockstep):
+    """A processor that ends each window at its own length: rows finish by EOS at different
+    steps; continuous and lock-step give the same tokens and the chosen lengths."""
+    tok = lockstep.tokenizer
+    prompts = _prompts(tok, 6)
+    ids = [tok(p.text, add_special_tokens=False)["input_ids"] for p in prompts]
+    lengths = [3, 11, 1, 7, 5, 9]
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    outs = {}
+    for mode in ("lockstep", "continuous"):
+        backend = HFBackend(lockstep.model, tok, batch_size=3, batching=mode,
+                            logits_processors=[_EosAfter(tok.pad_token_id, eos, ids, lengths)])
+        outs[mode] = asyncio.run(_generate_all(backend, prompts, [20] * 6))
+    assert [g.output_tokens for g in outs["lockstep"]] == lengths
+    assert {g.finish_reason for g in outs["lockstep"]} == {"stop"}
+    assert [(g.text, g.output_tokens) for g in outs["continuous"]] == [
+        (g.text, g.output_tokens) for g in outs["lockstep"]]

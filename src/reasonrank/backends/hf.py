@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,7 +54,10 @@ class HFBackend(Backend):
     name = "hf"
 
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8,
-                 batching: str = "continuous") -> None:
+                 batching: str = "continuous", logits_processors: Sequence[Any] = ()) -> None:
+        """`logits_processors`: transformers-style `(input_ids, scores) -> scores` callables
+        applied before each token is chosen, on either path (`input_ids`: the rows' prompt and
+        output so far, left-padded with the pad token)."""
         if batching not in BATCHING_MODES:
             raise ConfigError(f"hf batching must be one of {', '.join(BATCHING_MODES)}; "
                               f"got {batching!r}")
@@ -61,6 +65,7 @@ class HFBackend(Backend):
         self._tokenizer = tokenizer
         self.batch_size = batch_size
         self.batching = batching
+        self.logits_processors = list(logits_processors)
         tokenizer.padding_side = "left"
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -145,7 +150,8 @@ class HFBackend(Backend):
         loop = asyncio.get_running_loop()
         assert self._wakeup is not None
         if self._batcher is None:
-            self._batcher = _ContinuousBatch(self.model, self._tokenizer, self._eos_ids)
+            self._batcher = _ContinuousBatch(self.model, self._tokenizer, self._eos_ids,
+                                             self.logits_processors)
         batcher = self._batcher
         rows: list[_Pending] = []  # the windows in the running batch, in cache row order
         # A row leaves the batch once its caller no longer waits: answered, or cancelled.
@@ -193,6 +199,10 @@ class HFBackend(Backend):
             kwargs.update(temperature=params.temperature, top_p=params.top_p)
         else:  # silence "temperature is set but do_sample is False" from model defaults
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        if self.logits_processors:
+            from transformers import LogitsProcessorList
+
+            kwargs["logits_processor"] = LogitsProcessorList(self.logits_processors)
         return kwargs
 
     def _generate_batch(self, prompts: list[str], params: SamplingParams) -> list[Generation]:
@@ -252,21 +262,25 @@ class _ContinuousBatch:
     rows and the padding columns nobody needs any more. Row i of the cache is the caller's row i.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, eos_ids: set[int]) -> None:
+    def __init__(self, model: Any, tokenizer: Any, eos_ids: set[int],
+                 processors: Sequence[Any] = ()) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.eos_ids = eos_ids
+        self.processors = list(processors)
         import inspect
 
         # transformers renamed `past_key_values` to `cache` (the old name warns from 5.2x on).
         names = inspect.signature(model.forward).parameters
         self.cache_kwarg = "cache" if "cache" in names else "past_key_values"
+        self.logits_to_keep = "logits_to_keep" in names
         self.reset()
 
     def reset(self) -> None:
         self.cache: Any = None
         self.mask: Any = None  # [rows, cache length + 1]: the cache's columns and the next token
         self.next_ids: Any = None  # [rows, 1]: each row's last sampled token, not yet in the cache
+        self.ids: Any = None  # [rows, like mask]: prompt + output ids (only for processors)
         self.generated: list[list[int]] = []
         self.budgets: list[int] = []
         self.prompt_tokens: list[int] = []
@@ -286,12 +300,16 @@ class _ContinuousBatch:
             layer.values = layer.values.index_select(0, index)
         self.mask = self.mask.index_select(0, index)
         self.next_ids = self.next_ids.index_select(0, index)
+        if self.ids is not None:
+            self.ids = self.ids.index_select(0, index)
         for name in ("generated", "budgets", "prompt_tokens"):
             setattr(self, name, [v for v, k in zip(getattr(self, name), keep, strict=True) if k])
         # Columns that are padding in every remaining row are never attended to: drop them.
         unused = int((self.mask.sum(dim=0) == 0).long().cumprod(dim=0).sum())
         if unused:
             self.mask = self.mask[:, unused:]
+            if self.ids is not None:
+                self.ids = self.ids[:, unused:]
             for layer in self.cache.layers:
                 layer.keys = layer.keys[:, :, unused:]
                 layer.values = layer.values[:, :, unused:]
@@ -336,23 +354,31 @@ class _ContinuousBatch:
         ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
         cache = DynamicCache(config=self.model.config)
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        # Only the last position's logits are needed (as `generate` does: logits_to_keep=1).
+        keep = {"logits_to_keep": 1} if self.logits_to_keep else {}
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                         use_cache=True, **{self.cache_kwarg: cache})
+                         use_cache=True, **keep, **{self.cache_kwarg: cache})
         if not all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers):
             raise BackendError(
                 "continuous batching needs a full-attention KV cache; this model's is "
                 f"{type(cache.layers[0]).__name__} (use --hf-batching lockstep)"
             )
-        first = self._sample(out.logits[:, -1, :])
+        first = self._sample(out.logits[:, -1, :], ids)
         self.prompt_tokens += mask.sum(dim=1).tolist()
         self.budgets += [p.max_new_tokens for p in params]
         self.generated += [[t] for t in first.tolist()]
         new_mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        new_ids = torch.cat([ids, first[:, None]], dim=1) if self.processors else None
         if self.cache is None:
             self.cache, self.mask, self.next_ids = cache, new_mask, first[:, None]
+            self.ids = new_ids
             return
         width = max(self.mask.shape[1], new_mask.shape[1])
         self.mask = torch.cat([_pad_left(self.mask, width, 1), _pad_left(new_mask, width, 1)])
+        if new_ids is not None:
+            pad = self.tokenizer.pad_token_id
+            self.ids = torch.cat([_pad_left(self.ids, width, 1, pad),
+                                  _pad_left(new_ids, width, 1, pad)])
         for old, new in zip(self.cache.layers, cache.layers, strict=True):
             old.keys = torch.cat([_pad_left(old.keys, width - 1, 2),
                                   _pad_left(new.keys, width - 1, 2)])
@@ -366,17 +392,21 @@ class _ContinuousBatch:
         positions = self.mask.long().sum(dim=1, keepdim=True) - 1
         out = self.model(input_ids=self.next_ids, attention_mask=self.mask,
                          position_ids=positions, use_cache=True, **{self.cache_kwarg: self.cache})
-        tokens = self._sample(out.logits[:, -1, :])
+        tokens = self._sample(out.logits[:, -1, :], self.ids)
         self.next_ids = tokens[:, None]
+        if self.ids is not None:
+            self.ids = torch.cat([self.ids, self.next_ids], dim=1)
         self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
         for row, token in zip(self.generated, tokens.tolist(), strict=True):
             row.append(token)
 
-    def _sample(self, logits: Any) -> Any:
+    def _sample(self, logits: Any, ids: Any) -> Any:
         import torch
 
         params = self.params
         assert params is not None
+        for processor in self.processors:
+            logits = processor(ids, logits)
         if params.temperature <= 0:
             return logits.argmax(dim=-1)
         probs = torch.softmax(logits.float() / params.temperature, dim=-1)
@@ -388,8 +418,8 @@ class _ContinuousBatch:
         return torch.multinomial(probs, 1)[:, 0]
 
 
-def _pad_left(tensor: Any, width: int, dim: int) -> Any:
-    """`tensor` padded with zeros on the left of `dim` to `width`."""
+def _pad_left(tensor: Any, width: int, dim: int, value: int = 0) -> Any:
+    """`tensor` padded with `value` on the left of `dim` to `width`."""
     import torch
 
     missing = width - tensor.shape[dim]
@@ -397,7 +427,7 @@ def _pad_left(tensor: Any, width: int, dim: int) -> Any:
         return tensor
     shape = list(tensor.shape)
     shape[dim] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+    return torch.cat([tensor.new_full(shape, value), tensor], dim=dim)
 
 
 def _resolve_device(torch: Any, device: str) -> str:
