@@ -169,3 +169,27 @@ def test_logits_processors_apply_alike_on_both_paths(tiny_qwen_dir, lockstep):
     assert {g.finish_reason for g in outs["lockstep"]} == {"stop"}
     assert [(g.text, g.output_tokens) for g in outs["continuous"]] == [
         (g.text, g.output_tokens) for g in outs["lockstep"]]
+
+
+def test_a_cancelled_window_leaves_the_running_batch(tiny_qwen_dir):
+    """Cancelling a window mid-generation frees its slot: the next window does not wait for the
+    cancelled one's budget."""
+    backend = _backend(tiny_qwen_dir, "continuous", 1)
+    prompts = _prompts(backend.tokenizer, 2)
+
+    async def scenario():
+        long = asyncio.ensure_future(backend.generate(prompts[0],
+                                                      SamplingParams(max_new_tokens=100_000)))
+        short = asyncio.ensure_future(backend.generate(prompts[1],
+                                                       SamplingParams(max_new_tokens=3)))
+        while backend._batcher is None or not backend._batcher.generated:
+            await asyncio.sleep(0.01)  # the long window is decoding, the short one waits
+        long.cancel()
+        try:
+            return await asyncio.wait_for(short, timeout=60)
+        finally:
+            await backend.aclose()
+
+    out = asyncio.run(scenario())
+    assert out.output_tokens == 3
+    assert len(backend._batcher.generated) <= 1  # only the short window's row, if any
