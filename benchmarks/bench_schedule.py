@@ -8,6 +8,13 @@ window k form one batch; window k+1 starts when the slowest sequence of the batc
 `generate` over 512-query batches) drives the same engine through a direct loop.
 
     python benchmarks/bench_schedule.py [--queries 200] [--concurrency 64 128]
+    python benchmarks/bench_schedule.py --replicas 8 --replica-concurrency 256 --replicas-only
+
+`--replicas N` also simulates N engines fed like the Ray runner: streaming dispatch (each
+replica keeps `--replica-concurrency` queries in flight, topped up as each finishes) vs chunked
+dispatch (a chunk per replica, the next one only when the whole chunk is done), over
+`--replica-queries` queries (1,384: BRIGHT), against the ideal (a perfect split: one replica
+running its 1/N share).
 
 Engine model (one H100-class GPU, 7B model, bf16), every constant a flag:
 - a decode step over n running sequences takes `step_ms + per_seq_ms * n` (default 12 ms +
@@ -301,6 +308,58 @@ async def run_lockstep(backend: SimEngineBackend, requests: list[Request], batch
     return windows
 
 
+async def run_replicas(backends: list[SimEngineBackend], requests: list[Request],
+                       concurrency: int, dispatch: str) -> int:
+    """N replicas (one engine + one scheduler each, like the Ray actors) over one queue.
+
+    "streaming": every replica keeps `concurrency` queries in flight and takes the next query
+    the moment one finishes. "chunked": a free replica takes the next chunk of queries (the Ray
+    runner's default size) and takes no more until the whole chunk is done."""
+    config = RerankConfig(backend="fake", concurrency=concurrency)
+    queue = deque(requests)
+    windows = 0
+
+    async def streaming_slot(scheduler: Scheduler) -> None:
+        nonlocal windows
+        while queue:
+            result = await scheduler.rerank(queue.popleft())
+            windows += len(result.windows)
+
+    size = max(1, min(concurrency, math.ceil(len(requests) / (4 * len(backends)))))
+    chunks = deque(list(queue)[i:i + size] for i in range(0, len(queue), size))
+
+    async def chunked_replica(scheduler: Scheduler) -> None:
+        nonlocal windows
+        while chunks:
+            results = await scheduler.rerank_all(chunks.popleft())
+            windows += sum(len(r.windows) for r in results)
+
+    schedulers = [Scheduler(b, SimBuilder(), config) for b in backends]  # type: ignore[arg-type]
+    if dispatch == "streaming":  # slots interleaved: queries go to the least loaded replica
+        tasks = [streaming_slot(s) for _ in range(concurrency) for s in schedulers]
+    else:
+        tasks = [chunked_replica(s) for s in schedulers]
+    await asyncio.gather(*tasks)
+    for backend in backends:
+        await backend.aclose()
+    return windows
+
+
+def simulate_replicas(model: EngineModel, low: int, requests: list[Request], replicas: int,
+                      concurrency: int, dispatch: str) -> tuple[float, int]:
+    """(virtual makespan, windows) of `replicas` engines under `dispatch`."""
+    loop = VirtualLoop()
+    try:
+        asyncio.set_event_loop(loop)
+        backends = [SimEngineBackend(model, low) for _ in range(replicas)]
+        windows = loop.run_until_complete(run_replicas(backends, requests, concurrency,
+                                                       dispatch))
+        return loop.time(), windows
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
 @dataclass
 class Outcome:
     name: str
@@ -392,6 +451,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--low-batch", type=int, default=32,
                         help="report the share of decode time with fewer running sequences")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--replicas", type=int, default=0,
+                        help="also simulate N replicas (Ray), streaming vs chunked dispatch "
+                             "(e.g. --replicas 8 --replica-queries 1384)")
+    parser.add_argument("--replica-concurrency", type=int, default=256,
+                        help="queries in flight per replica")
+    parser.add_argument("--replica-queries", type=int, default=1384,
+                        help="queries of the replica simulation (1,384: BRIGHT)")
+    parser.add_argument("--replicas-only", action="store_true",
+                        help="skip the single-engine comparison")
     args = parser.parse_args(argv)
     model = EngineModel(
         step_s=args.step_ms / 1000, per_seq_s=args.per_seq_ms / 1000,
@@ -399,6 +467,10 @@ def main(argv: list[str] | None = None) -> int:
         kv_tokens=args.kv_tokens, seed=args.seed, out_median=args.out_median,
         out_sigma=args.out_sigma,
     )
+    if args.replicas:
+        replica_report(model, args)
+        if args.replicas_only:
+            return 0
     requests = make_requests(args.queries, args.candidates)
     n_windows = len(sliding_windows(args.candidates)) * args.queries
     print(f"{args.queries} queries x {args.candidates} candidates = {n_windows} windows; engine: "
@@ -424,6 +496,35 @@ def main(argv: list[str] | None = None) -> int:
           f"{authors.makespan / args.queries:.3f} s/query = x{authors.makespan / best.makespan:.2f}"
           f" (same {n_windows} windows, same simulated engine)")
     return 0
+
+
+def replica_report(model: EngineModel, args: argparse.Namespace) -> None:
+    """N replicas streaming vs chunked, and the ideal: a perfect split (each replica runs its
+    1/N share of the queries, all started at once)."""
+    n, c, q = args.replicas, args.replica_concurrency, args.replica_queries
+    requests = make_requests(q, args.candidates)
+    expected = len(sliding_windows(args.candidates)) * q
+    times = {}
+    for dispatch in ("streaming", "chunked"):
+        makespan, windows = simulate_replicas(model, args.low_batch, requests, n, c, dispatch)
+        assert windows == expected, (dispatch, windows, expected)
+        times[dispatch] = makespan
+    # Ideal: a perfect split, each replica running exactly its 1/N share of the queries.
+    share = make_requests(math.ceil(q / n), args.candidates)
+    one, _ = simulate_replicas(model, args.low_batch, share, 1, c, "streaming")
+    ideal = q / one
+    # A replica that never runs dry (always 4 x concurrency queries to take), for scale.
+    steady_share = make_requests(4 * c, args.candidates)
+    steady_one, _ = simulate_replicas(model, args.low_batch, steady_share, 1, c, "streaming")
+    print(f"(one replica kept full: {len(steady_share) / steady_one:.3f} queries/s; "
+          f"x{n}: {n * len(steady_share) / steady_one:.3f})")
+    print(f"{n} replicas x concurrency {c}, {q} queries x {args.candidates} candidates:")
+    for dispatch, makespan in times.items():
+        print(f"  {dispatch:9s} {makespan:9,.1f} s  {q / makespan:7.3f} queries/s  "
+              f"{makespan / q:.3f} s/query  ({q / makespan / ideal:.1%} of ideal)")
+    print(f"replicas: streaming {q / times['streaming']:.3f} queries/s, chunked "
+          f"{q / times['chunked']:.3f} queries/s, ideal {ideal:.3f} queries/s "
+          f"(x{times['chunked'] / times['streaming']:.2f} from streaming)", flush=True)
 
 
 if __name__ == "__main__":

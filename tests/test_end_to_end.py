@@ -9,7 +9,7 @@ import pytest
 from fake_openai_server import FakeOpenAIServer, Fault
 from helpers import make_requests
 from reasonrank import Reranker
-from reasonrank.backends.hf import HFBackend
+from reasonrank.backends.hf import HFBackend, _ContinuousBatch
 from reasonrank.backends.openai import OpenAIBackend
 from reasonrank.cli import main
 from reasonrank.errors import BackendRequestError
@@ -26,20 +26,21 @@ def tiny_reranker(tiny_qwen_dir):
 
 def test_hf_tiny_qwen_reranks_two_queries(tiny_reranker):
     assert isinstance(tiny_reranker.backend, HFBackend)
+    assert tiny_reranker.backend.batching == "continuous"
     batches: list[int] = []
-    original = tiny_reranker.backend._generate_batch
+    original = _ContinuousBatch._admit
 
-    def spy(prompts, params):
+    def spy(self, prompts, params):
         batches.append(len(prompts))
-        return original(prompts, params)
+        return original(self, prompts, params)
 
-    tiny_reranker.backend._generate_batch = spy
+    _ContinuousBatch._admit = spy
     requests = make_requests(2, 30, seed=7)
     try:
         results = tiny_reranker.rerank_batch(requests)
     finally:
-        tiny_reranker.backend._generate_batch = original
-    assert max(batches) == 2  # both queries' windows went through one generate() call
+        _ContinuousBatch._admit = original
+    assert max(batches) == 2  # both queries' windows decoded together
     for request, result in zip(requests, results, strict=True):
         assert result.query.qid == request.query.qid
         assert sorted(result.docids) == sorted(c.docid for c in request.candidates)

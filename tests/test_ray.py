@@ -50,9 +50,11 @@ def _assert_same_as_local(run, traces, local_run) -> None:
     assert without_timings(traces.read_bytes()) == local_run[1]  # each query once, in order
 
 
-def test_ray_matches_local_run(ray_cluster, config, local_run, tmp_path):
+@pytest.mark.parametrize("dispatch", ["streaming", "chunked"])
+def test_ray_matches_local_run(ray_cluster, config, local_run, tmp_path, dispatch):
     run, traces = tmp_path / "run.trec", tmp_path / "run.jsonl"
-    summary = rerank_to_files_ray(config, REQUESTS, str(run), str(traces), replicas=2)
+    summary = rerank_to_files_ray(config, REQUESTS, str(run), str(traces), replicas=2,
+                                  dispatch=dispatch)
     assert summary.queries == len(REQUESTS) and summary.skipped == 0
     _assert_same_as_local(run, traces, local_run)
     assert not _our_actors()  # the replicas are gone
@@ -74,7 +76,7 @@ def test_replica_killed_midway_its_queries_go_to_the_other(ray_cluster, config, 
             ray.kill(ray.get_actor(killed[0]))
 
     summary = rerank_to_files_ray(config, REQUESTS, str(run), str(traces), replicas=2,
-                                  chunk_size=1, on_result=kill_one)
+                                  on_result=kill_one)
     assert killed and summary.queries == len(REQUESTS)
     assert "a Ray replica died" in caplog.text  # its chunk was re-queued, not lost
     _assert_same_as_local(run, traces, local_run)

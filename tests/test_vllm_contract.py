@@ -474,3 +474,31 @@ def test_aclose_with_a_request_in_flight(artefacts: dict[str, Path], stub_core: 
     finally:
         STEP_SECONDS = saved
     assert stub.shutdown_calls == 1
+
+
+# --- budget forcing --------------------------------------------------------------------------
+
+
+def test_budget_forcing_continues_through_the_engine(artefacts: dict[str, Path],
+                                                     stub_core: Any) -> None:
+    """A window that spends its budget inside the reasoning is continued through the real front
+    end: the engine receives exactly the hf ids of prompt + output + `</think>\n<answer>`."""
+    from reasonrank import Reranker
+    from reasonrank.reranker import make_request
+
+    backend = _backend(artefacts)
+    stub: StubEngineCore = stub_core.made[-1]
+    docs = [f"passage {i}" for i in range(3)]
+    with Reranker(backend=backend, model=str(artefacts["model"]), max_new_tokens=3,
+                  max_passage_tokens=16, force_answer_tokens=25) as rr:
+        result = rr.rerank("q", docs)
+        first_text = rr.builder.render_request(make_request("q", docs)).text
+    (w,) = result.windows
+    answer_ids = stub_core.tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
+    head = stub_core.tokenizer.decode(answer_ids[:3])
+    assert "</answer>" not in head and w.forced and w.output_tokens == 3
+    first, second = list(stub.requests.values())[-2:]
+    assert first == _hf_ids(backend.tokenizer, first_text)
+    assert second == _hf_ids(backend.tokenizer, first_text + head + "</think>\n<answer>")
+    assert w.forced_tokens is not None and 0 < w.forced_tokens <= 25
+    assert w.output.startswith(head + "</think>\n<answer>")

@@ -68,10 +68,18 @@ class RerankConfig:
         "score, written with 6 decimals like the released code; ties then re-sort by doc id when "
         "scored)", choices=OUTPUT_SCORES,
     )
+    force_answer_tokens: int = _opt(
+        0, "budget forcing: a window that spends its budget without an answer gets the "
+        "template's answer opening (</think> <answer>) and N more tokens (0 = off, the reference)"
+    )
     # hf
     device: str = _opt("auto", "torch device: auto, cpu, cuda, cuda:1, mps", group="hf")
     dtype: str = _opt("auto", "torch dtype: auto, bfloat16, float16, float32", group="hf")
-    batch_size: int = _opt(8, "largest batch one generate() call takes", group="hf")
+    batch_size: int = _opt(8, "most windows decoding together", group="hf")
+    hf_batching: str = _opt(
+        "continuous", "continuous (a finished window's slot takes the next one) or lockstep "
+        "(one generate() call per batch)", group="hf", choices=("continuous", "lockstep"),
+    )
     attn_implementation: str = _opt(
         "sdpa", "attention kernel: sdpa, eager, flash_attention_2", group="hf",
         choices=("sdpa", "eager", "flash_attention_2"),
@@ -116,7 +124,8 @@ class RerankConfig:
             or not all(isinstance(k, str) for k in self.extra_body)
         ):
             raise ConfigError(f"extra_body must be a JSON object, got {self.extra_body!r}")
-        for name in ("policy", "endpoint", "preset", "attn_implementation", "output_scores"):
+        for name in ("policy", "endpoint", "preset", "attn_implementation", "output_scores",
+                     "hf_batching"):
             choices = field_choices(name)
             value = getattr(self, name)
             if value is not None and choices and value not in choices:
@@ -127,6 +136,13 @@ class RerankConfig:
             raise ConfigError(
                 f"unknown template {self.template!r}; choose one of: {', '.join(TEMPLATES)}"
             )
+        if self.force_answer_tokens:
+            if TEMPLATES[self.template].open_answer is None:
+                raise ConfigError(f"template {self.template!r} has no answer tag to force "
+                                  "(force_answer_tokens needs reasoning or qwen3)")
+            if self.backend == "openai" and self.endpoint == "chat":
+                raise ConfigError("force_answer_tokens continues the rendered prompt; use the "
+                                  "completions endpoint (the chat endpoint re-renders it)")
 
     def warnings(self) -> list[str]:
         """What these settings do that a user probably did not mean (the CLI logs each)."""

@@ -63,7 +63,7 @@ RULES: dict[str, Range] = {
     "num_passes": AT_LEAST_1, "max_new_tokens": AT_LEAST_1, "batch_size": AT_LEAST_1,
     "tensor_parallel_size": AT_LEAST_1, "max_passage_tokens": AT_LEAST_1,
     "max_model_len": AT_LEAST_1, "max_num_seqs": AT_LEAST_1, "max_num_batched_tokens": AT_LEAST_1,
-    "rank_start": NON_NEGATIVE,
+    "rank_start": NON_NEGATIVE, "force_answer_tokens": NON_NEGATIVE,
     "concurrency": Range(1, MAX_CONCURRENCY), "temperature": NON_NEGATIVE,
     "seed": Range(*_SEED), "max_retries": Range(0, 1000), "request_timeout": POSITIVE,
     "gpu_memory_utilization": Range(0, 1, low_open=True),

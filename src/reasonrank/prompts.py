@@ -27,13 +27,17 @@ class PromptTemplate:
     """A listwise prompt: system message, and a user message `prefix + "\\n" + passages + post`.
 
     `prefix` and `post` are `str.format` templates over `{num}` and `{query}`; each passage line
-    is `[{i}] {passage}\\n`.
+    is `[{i}] {passage}\\n`. `close_thought` and `open_answer` are the tags budget forcing
+    appends to a window that ran out of budget before answering (None: the template has no
+    such tag; without `open_answer` an answer cannot be forced).
     """
 
     name: str
     system: str
     prefix: str
     post: str
+    close_thought: str | None = None
+    open_answer: str | None = None
 
     def __post_init__(self) -> None:
         for part in ("prefix", "post"):
@@ -46,6 +50,18 @@ class PromptTemplate:
         used = {f for p in (self.prefix, self.post) for _, f, _, _ in string.Formatter().parse(p)}
         if "query" not in used:
             raise ConfigError(f"template {self.name!r} never shows the query ({{query}})")
+
+    def forced_answer_suffix(self, output: str) -> str | None:
+        """What budget forcing appends to `output` so the model answers next: the closing of
+        the thought and the opening of the answer, each unless already there (an answer left
+        open just continues: ""); None where the template cannot force an answer."""
+        if self.open_answer is None:
+            return None
+        if self.open_answer in output:
+            return ""
+        parts = [self.close_thought] if self.close_thought and self.close_thought not in output \
+            else []
+        return "\n".join([*parts, self.open_answer])
 
     def user_message(self, query: str, passages: Sequence[str]) -> str:
         num = len(passages)
@@ -89,6 +105,8 @@ REASONING = register_template(PromptTemplate(
     ),
     prefix=_PREFIX,
     post=_POST_HEAD + "The format of the answer should be [] > [], e.g., [2] > [1].",
+    close_thought="</think>",
+    open_answer="<answer>",
 ))
 RANKGPT = register_template(PromptTemplate(
     name="rankgpt",
@@ -108,6 +126,8 @@ QWEN3 = register_template(PromptTemplate(
         "ranked list here </answer>. The format of ranked list should be [] > [], e.g., "
         "[2] > [1]. Only respond with the ranking results, do not say any word or explain."
     ),
+    close_thought="</think>",  # Qwen3 thinks inside <think> on its own
+    open_answer="<answer>",
 ))
 
 

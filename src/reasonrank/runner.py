@@ -71,7 +71,7 @@ class RunSummary:
         for w in result.windows:
             self.windows += 1
             self.prompt_tokens += w.prompt_tokens or 0
-            self.output_tokens += w.output_tokens or 0
+            self.output_tokens += (w.output_tokens or 0) + (w.forced_tokens or 0)
             self.statuses[w.status.value] += 1
 
     @property

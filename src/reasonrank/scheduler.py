@@ -8,11 +8,18 @@ With `prompt_thread` set (the server sets it) prompt preparation (cleaning, trun
 template) runs in one worker thread, off the event loop, so a large request never stalls the
 loop and a server's other requests; batch runs keep it on the loop, where a finished window's
 successor is rendered and submitted in the same step.
+
+Budget forcing (`force_answer_tokens` > 0, off by default): a window whose generation spent its
+whole budget without closing an answer is continued through the same backend with the
+continuation prompt `prompt + output + forced tags` (the template's `</think>` and `<answer>`)
+and at most `force_answer_tokens` greedy tokens, so every backend that completes a raw prompt
+supports it unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sized
@@ -20,11 +27,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from reasonrank.backends.base import Backend, SamplingParams
+from reasonrank.backends.base import Backend, Generation, Prompt, SamplingParams
 from reasonrank.config import RerankConfig
-from reasonrank.parsing import parse_ranking
+from reasonrank.parsing import extract_answer, parse_ranking
 from reasonrank.prompts import PromptBuilder
-from reasonrank.types import RankedDoc, RankedResult, Request, WindowTrace
+from reasonrank.types import ParseStatus, RankedDoc, RankedResult, Request, WindowTrace
 from reasonrank.windows import pass_windows, permute_window
 
 log = logging.getLogger(__name__)
@@ -91,20 +98,48 @@ class Scheduler:
             async with slots:
                 began = time.perf_counter()
                 gen = await self.backend.generate(prompt, self.params)
+                forced = await self._force_answer(prompt, gen)
                 latency = time.perf_counter() - began
-            parsed = parse_ranking(gen.text, end - start, c.policy)
+            text = gen.text if forced is None else forced[0]
+            parsed = parse_ranking(text, end - start, c.policy)
+            status = parsed.status
+            if forced is not None and status is ParseStatus.OK:
+                status = ParseStatus.FORCED
             items = permute_window(items, start, end, parsed.order)
             trace = WindowTrace(
-                start=start, end=end, status=parsed.status, output=gen.text,
+                start=start, end=end, status=status, output=text,
                 order=parsed.order, prompt_tokens=gen.prompt_tokens,
-                output_tokens=gen.output_tokens, finish_reason=gen.finish_reason,
-                latency_s=latency, pass_index=pass_index,
-                raw_finish_reason=gen.raw_finish_reason,
+                output_tokens=gen.output_tokens,
+                finish_reason=gen.finish_reason if forced is None else forced[1].finish_reason,
+                latency_s=latency, pass_index=pass_index, forced=forced is not None,
+                forced_tokens=None if forced is None else forced[1].output_tokens,
+                raw_finish_reason=(gen if forced is None else forced[1]).raw_finish_reason,
             )
             windows.append(trace)
             if self.on_window is not None:
                 self.on_window(request, trace)
         return _result(request, items, windows, c.output_scores)
+
+    async def _force_answer(self, prompt: Prompt, gen: Generation
+                            ) -> tuple[str, Generation] | None:
+        """Budget forcing: where `gen` ran out of budget without a closed answer, continue it
+        after the template's answer tags; the whole output and the continuation, else None."""
+        limit = self.config.force_answer_tokens
+        if not limit or gen.finish_reason != "length":
+            return None
+        if extract_answer(gen.text)[1] not in (ParseStatus.NO_ANSWER, ParseStatus.UNTERMINATED):
+            return None  # the answer is there (closed), whatever its quality
+        suffix = self.builder.template.forced_answer_suffix(gen.text)
+        if suffix is None:
+            return None
+        head = gen.text + suffix
+        continuation = Prompt(
+            text=prompt.text + head,
+            messages=(*prompt.messages, {"role": "assistant", "content": head}),
+        )
+        params = dataclasses.replace(self.params, max_new_tokens=limit, temperature=0.0)
+        more = await self.backend.generate(continuation, params)
+        return head + more.text, more
 
     async def stream(
         self, requests: Iterable[Request]

@@ -46,6 +46,7 @@ class ParseStatus(StrEnum):
     UNTERMINATED = "answer_unterminated"  # <answer> without </answer> (budget ran out)
     NO_ANSWER = "no_answer"  # no <answer> at all: reasoning only, or nothing
     INVALID_DIGITS = "invalid_digits"  # a "digit" int() rejects; the window keeps its order
+    FORCED = "answer_forced"  # budget forcing: a complete answer after the forced answer tags
 
 
 @dataclass(slots=True)
@@ -63,9 +64,14 @@ class WindowTrace:
     latency_s: float = 0.0
     pass_index: int = 0
     raw_finish_reason: str | None = None  # the engine's own reason where it was mapped
+    # Budget forcing: the answer was forced after the budget ran out; `output_tokens` counts the
+    # reasoning, `forced_tokens` the tokens generated after the forced answer tags.
+    forced: bool = False
+    forced_tokens: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         extra = {"raw_finish_reason": self.raw_finish_reason} if self.raw_finish_reason else {}
+        forced = {"forced": True, "forced_tokens": self.forced_tokens} if self.forced else {}
         return {
             "start": self.start,
             "end": self.end,
@@ -76,6 +82,7 @@ class WindowTrace:
             "status": self.status.value,
             "order": self.order,
             "latency_s": round(self.latency_s, 6),
+            **forced,
             "output": self.output,
             **extra,
         }
@@ -94,6 +101,8 @@ class WindowTrace:
             latency_s=float(data.get("latency_s", 0.0)),
             pass_index=int(data.get("pass", 0)),
             raw_finish_reason=data.get("raw_finish_reason"),
+            forced=bool(data.get("forced", False)),
+            forced_tokens=data.get("forced_tokens"),
         )
 
 

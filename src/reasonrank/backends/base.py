@@ -64,6 +64,12 @@ class Backend(abc.ABC):
         """Release engines, threads and connections."""
 
     @classmethod
+    def replica_gpus(cls, config: RerankConfig) -> float:
+        """GPUs one replica of this backend holds (a data-parallel run reserves them per
+        replica); none unless a backend says otherwise."""
+        return 0
+
+    @classmethod
     @abc.abstractmethod
     def from_config(cls, config: RerankConfig) -> Backend:
         """Build the backend from the shared configuration."""

@@ -1,14 +1,20 @@
-"""Transformers backend: batched greedy generation on CPU or GPU, left padding.
+"""Transformers backend: greedy (or sampled) generation on CPU or GPU, batched two ways.
 
-Concurrent `generate` calls are gathered into batches of up to `batch_size` prompts; a batch
-starts as soon as the model is free and takes every prompt waiting at that moment, so windows
-never wait for a full batch. Generation runs in a worker thread and never blocks the event loop.
+- "continuous" (default): up to `batch_size` windows decode together, and the moment one
+  finishes its slot takes the next waiting window (prefilled, then merged into the running
+  left-padded KV cache), so no row waits for the longest one of its batch.
+- "lockstep": a batch of up to `batch_size` prompts goes through one `generate()` call.
+
+Both start work as soon as the model is free, take only windows whose caller still waits
+(a cancelled window is dropped before it is generated), and run in a worker thread so the event
+loop never blocks. Greedy outputs are the same token for token on either path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +32,11 @@ from reasonrank.errors import BackendError, ConfigError, require
 
 log = logging.getLogger(__name__)
 
+BATCHING_MODES = ("continuous", "lockstep")
+# A running continuous batch returns to the event loop at least this often (decode steps), so
+# newly arrived or cancelled windows are seen promptly.
+_MAX_STEPS_PER_CALL = 16
+
 
 @dataclass
 class _Pending:
@@ -33,14 +44,28 @@ class _Pending:
     params: SamplingParams
     future: asyncio.Future[Generation] = field(repr=False)
 
+    @property
+    def wanted(self) -> bool:
+        """False once the caller has stopped waiting (cancelled) or the window is answered."""
+        return not self.future.done()
+
 
 class HFBackend(Backend):
     name = "hf"
 
-    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8) -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8,
+                 batching: str = "continuous", logits_processors: Sequence[Any] = ()) -> None:
+        """`logits_processors`: transformers-style `(input_ids, scores) -> scores` callables
+        applied before each token is chosen, on either path (`input_ids`: the rows' prompt and
+        output so far, left-padded with the pad token)."""
+        if batching not in BATCHING_MODES:
+            raise ConfigError(f"hf batching must be one of {', '.join(BATCHING_MODES)}; "
+                              f"got {batching!r}")
         self.model = model
         self._tokenizer = tokenizer
         self.batch_size = batch_size
+        self.batching = batching
+        self.logits_processors = list(logits_processors)
         tokenizer.padding_side = "left"
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -52,6 +77,7 @@ class HFBackend(Backend):
         self._queue: list[_Pending] = []
         self._worker: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
+        self._batcher: _ContinuousBatch | None = None
 
     @classmethod
     def from_config(cls, config: RerankConfig) -> HFBackend:
@@ -69,7 +95,7 @@ class HFBackend(Backend):
             raise BackendError(f"could not load model {config.model!r}: {exc}") from exc
         model.to(device).eval()
         tokenizer = load_tokenizer(config.tokenizer or config.model, "the hf backend")
-        return cls(model, tokenizer, batch_size=config.batch_size)
+        return cls(model, tokenizer, batch_size=config.batch_size, batching=config.hf_batching)
 
     @property
     def tokenizer(self) -> Any:
@@ -79,40 +105,84 @@ class HFBackend(Backend):
         loop = asyncio.get_running_loop()
         if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
             self._wakeup = asyncio.Event()
-            self._worker = loop.create_task(self._run())
+            run = self._run_continuous if self.batching == "continuous" else self._run_lockstep
+            self._worker = loop.create_task(run())
         item = _Pending(prompt.text, params, loop.create_future())
         self._queue.append(item)
         assert self._wakeup is not None
         self._wakeup.set()
         return await item.future
 
-    async def _run(self) -> None:
+    def _take(self, limit: int, params: SamplingParams | None = None) -> list[_Pending]:
+        """Up to `limit` waiting windows, oldest first, that can join a batch decoding with
+        `params` (default: the oldest one's); windows nobody waits for any more are dropped on
+        the way, never generated."""
+        self._queue = [p for p in self._queue if p.wanted]
+        if not self._queue or limit <= 0:
+            return []
+        params = self._queue[0].params if params is None else params
+        same = _same_decoding if self.batching == "continuous" else SamplingParams.__eq__
+        batch = [p for p in self._queue if same(p.params, params)][:limit]
+        taken = {id(p) for p in batch}
+        self._queue = [p for p in self._queue if id(p) not in taken]
+        return batch
+
+    async def _run_lockstep(self) -> None:
         loop = asyncio.get_running_loop()
         assert self._wakeup is not None
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._queue:
-                # One batch shares sampling settings: take the oldest prompt and those like it.
-                params = self._queue[0].params
-                batch = [p for p in self._queue if p.params == params][: self.batch_size]
-                taken = {id(p) for p in batch}
-                self._queue = [p for p in self._queue if id(p) not in taken]
+            while batch := self._take(self.batch_size):
+                params = batch[0].params
                 try:
                     outs = await loop.run_in_executor(
                         self._executor, self._generate_batch, [p.prompt for p in batch], params
                     )
                 except Exception as exc:  # delivered to every waiting caller
-                    for p in batch:
-                        if not p.future.done():
-                            p.future.set_exception(
-                                exc if isinstance(exc, BackendError)
-                                else BackendError(f"generation failed: {exc!r}")
-                            )
+                    _fail(batch, exc)
                     continue
                 for p, out in zip(batch, outs, strict=True):
-                    if not p.future.done():
+                    if p.wanted:
                         p.future.set_result(out)
+
+    async def _run_continuous(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._wakeup is not None
+        if self._batcher is None:
+            self._batcher = _ContinuousBatch(self.model, self._tokenizer, self._eos_ids,
+                                             self.logits_processors)
+        batcher = self._batcher
+        rows: list[_Pending] = []  # the windows in the running batch, in cache row order
+        # A row leaves the batch once its caller no longer waits: answered, or cancelled.
+        while True:
+            rows_alive = [p.wanted for p in rows]
+            if not any(rows_alive) and not any(p.wanted for p in self._queue):
+                rows = []
+                batcher.reset()
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                continue
+            params = rows[0].params if rows else None
+            admit = self._take(self.batch_size - sum(rows_alive), params)
+            rows = [p for p, alive in zip(rows, rows_alive, strict=True) if alive] + admit
+
+            def more_work(live: int = len(rows)) -> bool:  # read from the worker thread
+                return live < self.batch_size and any(p.wanted for p in self._queue)
+
+            try:
+                finished = await loop.run_in_executor(
+                    self._executor, batcher.advance, rows_alive, [p.prompt for p in admit],
+                    [p.params for p in admit], more_work,
+                )
+            except Exception as exc:  # delivered to every window of the batch
+                _fail(rows, exc)
+                rows = []
+                batcher.reset()
+                continue
+            for index, out in finished:  # answered rows are dropped at the next advance
+                if rows[index].wanted:
+                    rows[index].future.set_result(out)
 
     def _generate_kwargs(self, params: SamplingParams) -> dict[str, Any]:
         """Keyword arguments for `model.generate`; subclasses may add to them."""
@@ -129,9 +199,14 @@ class HFBackend(Backend):
             kwargs.update(temperature=params.temperature, top_p=params.top_p)
         else:  # silence "temperature is set but do_sample is False" from model defaults
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        if self.logits_processors:
+            from transformers import LogitsProcessorList
+
+            kwargs["logits_processor"] = LogitsProcessorList(self.logits_processors)
         return kwargs
 
     def _generate_batch(self, prompts: list[str], params: SamplingParams) -> list[Generation]:
+        """Lock-step: one `generate()` call for the whole batch."""
         import torch
 
         tok = self._tokenizer
@@ -145,23 +220,214 @@ class HFBackend(Backend):
         with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
         width = enc["input_ids"].shape[1]
-        results = []
-        for row, n_prompt in zip(out[:, width:].tolist(), prompt_tokens, strict=True):
-            n = len(row)
-            finish = "length"
-            for i, token in enumerate(row):
-                if token in self._eos_ids:
-                    n, finish = i + 1, "stop"
-                    break
-            text = tok.decode(row[:n], skip_special_tokens=True)
-            results.append(Generation(text, int(n_prompt), n, finish))
-        return results
+        return [
+            _generation(tok, row, int(n_prompt), self._eos_ids)
+            for row, n_prompt in zip(out[:, width:].tolist(), prompt_tokens, strict=True)
+        ]
 
     async def aclose(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
             self._worker = None
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _same_decoding(a: SamplingParams, b: SamplingParams) -> bool:
+    """Windows may share a continuous batch when they decode alike (budgets may differ)."""
+    return (a.temperature, a.top_p, a.seed) == (b.temperature, b.top_p, b.seed)
+
+
+def _fail(batch: list[_Pending], exc: Exception) -> None:
+    error = exc if isinstance(exc, BackendError) else BackendError(f"generation failed: {exc!r}")
+    for p in batch:
+        if p.wanted:
+            p.future.set_exception(error)
+
+
+def _generation(tok: Any, row: list[int], prompt_tokens: int, eos_ids: set[int]) -> Generation:
+    """A generated row cut after its first EOS (the EOS counts as an output token)."""
+    n, finish = len(row), "length"
+    for i, token in enumerate(row):
+        if token in eos_ids:
+            n, finish = i + 1, "stop"
+            break
+    return Generation(tok.decode(row[:n], skip_special_tokens=True), prompt_tokens, n, finish)
+
+
+class _ContinuousBatch:
+    """A running batch of sequences over one left-padded `DynamicCache`, used from one thread.
+
+    `advance` merges newly admitted prompts into the cache (prefilled on their own, then padded
+    on the left to the running length) and decodes until a row finishes; `keep` drops finished
+    rows and the padding columns nobody needs any more. Row i of the cache is the caller's row i.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, eos_ids: set[int],
+                 processors: Sequence[Any] = ()) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.eos_ids = eos_ids
+        self.processors = list(processors)
+        import inspect
+
+        # transformers renamed `past_key_values` to `cache` (the old name warns from 5.2x on).
+        names = inspect.signature(model.forward).parameters
+        self.cache_kwarg = "cache" if "cache" in names else "past_key_values"
+        self.logits_to_keep = "logits_to_keep" in names
+        self.reset()
+
+    def reset(self) -> None:
+        self.cache: Any = None
+        self.mask: Any = None  # [rows, cache length + 1]: the cache's columns and the next token
+        self.next_ids: Any = None  # [rows, 1]: each row's last sampled token, not yet in the cache
+        self.ids: Any = None  # [rows, like mask]: prompt + output ids (only for processors)
+        self.generated: list[list[int]] = []
+        self.budgets: list[int] = []
+        self.prompt_tokens: list[int] = []
+        self.params: SamplingParams | None = None
+
+    def keep(self, keep: list[bool]) -> None:
+        import torch
+
+        if all(keep):
+            return
+        if not any(keep):
+            self.reset()
+            return
+        index = torch.tensor([i for i, k in enumerate(keep) if k], device=self.mask.device)
+        for layer in self.cache.layers:
+            layer.keys = layer.keys.index_select(0, index)
+            layer.values = layer.values.index_select(0, index)
+        self.mask = self.mask.index_select(0, index)
+        self.next_ids = self.next_ids.index_select(0, index)
+        if self.ids is not None:
+            self.ids = self.ids.index_select(0, index)
+        for name in ("generated", "budgets", "prompt_tokens"):
+            setattr(self, name, [v for v, k in zip(getattr(self, name), keep, strict=True) if k])
+        # Columns that are padding in every remaining row are never attended to: drop them.
+        unused = int((self.mask.sum(dim=0) == 0).long().cumprod(dim=0).sum())
+        if unused:
+            self.mask = self.mask[:, unused:]
+            if self.ids is not None:
+                self.ids = self.ids[:, unused:]
+            for layer in self.cache.layers:
+                layer.keys = layer.keys[:, :, unused:]
+                layer.values = layer.values[:, :, unused:]
+
+    def advance(self, alive: list[bool], prompts: list[str], params: list[SamplingParams],
+                more_work: Any) -> list[tuple[int, Generation]]:
+        """Drop the rows not `alive`, admit `prompts`, then decode until a row finishes, or
+        until `more_work()` says windows wait for a free slot; `(row, generation)` of each
+        finished row (rows numbered after the drop, admitted rows last)."""
+        import torch
+
+        with torch.inference_mode():
+            self.keep(alive)
+            if prompts:
+                self._admit(prompts, params)
+            finished = self._finished()
+            steps = 0
+            while not finished and steps < _MAX_STEPS_PER_CALL and not (steps and more_work()):
+                self._step()
+                steps += 1
+                finished = self._finished()
+        return finished
+
+    def _finished(self) -> list[tuple[int, Generation]]:
+        out = []
+        for i, (row, budget) in enumerate(zip(self.generated, self.budgets, strict=True)):
+            if len(row) >= budget or (row and row[-1] in self.eos_ids):
+                out.append((i, _generation(self.tokenizer, row, self.prompt_tokens[i],
+                                           self.eos_ids)))
+        return out
+
+    def _admit(self, prompts: list[str], params: list[SamplingParams]) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        if self.params is None or self.cache is None:
+            self.params = params[0]
+            if self.params.temperature > 0 and self.params.seed is not None:
+                torch.manual_seed(self.params.seed)
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        device = self.model.device
+        ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        cache = DynamicCache(config=self.model.config)
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        # Only the last position's logits are needed (as `generate` does: logits_to_keep=1).
+        keep = {"logits_to_keep": 1} if self.logits_to_keep else {}
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                         use_cache=True, **keep, **{self.cache_kwarg: cache})
+        if not all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers):
+            raise BackendError(
+                "continuous batching needs a full-attention KV cache; this model's is "
+                f"{type(cache.layers[0]).__name__} (use --hf-batching lockstep)"
+            )
+        first = self._sample(out.logits[:, -1, :], ids)
+        self.prompt_tokens += mask.sum(dim=1).tolist()
+        self.budgets += [p.max_new_tokens for p in params]
+        self.generated += [[t] for t in first.tolist()]
+        new_mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        new_ids = torch.cat([ids, first[:, None]], dim=1) if self.processors else None
+        if self.cache is None:
+            self.cache, self.mask, self.next_ids = cache, new_mask, first[:, None]
+            self.ids = new_ids
+            return
+        width = max(self.mask.shape[1], new_mask.shape[1])
+        self.mask = torch.cat([_pad_left(self.mask, width, 1), _pad_left(new_mask, width, 1)])
+        if new_ids is not None:
+            pad = self.tokenizer.pad_token_id
+            self.ids = torch.cat([_pad_left(self.ids, width, 1, pad),
+                                  _pad_left(new_ids, width, 1, pad)])
+        for old, new in zip(self.cache.layers, cache.layers, strict=True):
+            old.keys = torch.cat([_pad_left(old.keys, width - 1, 2),
+                                  _pad_left(new.keys, width - 1, 2)])
+            old.values = torch.cat([_pad_left(old.values, width - 1, 2),
+                                    _pad_left(new.values, width - 1, 2)])
+        self.next_ids = torch.cat([self.next_ids, first[:, None]])
+
+    def _step(self) -> None:
+        import torch
+
+        positions = self.mask.long().sum(dim=1, keepdim=True) - 1
+        out = self.model(input_ids=self.next_ids, attention_mask=self.mask,
+                         position_ids=positions, use_cache=True, **{self.cache_kwarg: self.cache})
+        tokens = self._sample(out.logits[:, -1, :], self.ids)
+        self.next_ids = tokens[:, None]
+        if self.ids is not None:
+            self.ids = torch.cat([self.ids, self.next_ids], dim=1)
+        self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
+        for row, token in zip(self.generated, tokens.tolist(), strict=True):
+            row.append(token)
+
+    def _sample(self, logits: Any, ids: Any) -> Any:
+        import torch
+
+        params = self.params
+        assert params is not None
+        for processor in self.processors:
+            logits = processor(ids, logits)
+        if params.temperature <= 0:
+            return logits.argmax(dim=-1)
+        probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+        if params.top_p < 1.0:
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            drop = sorted_probs.cumsum(dim=-1) - sorted_probs > params.top_p
+            sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        return torch.multinomial(probs, 1)[:, 0]
+
+
+def _pad_left(tensor: Any, width: int, dim: int, value: int = 0) -> Any:
+    """`tensor` padded with `value` on the left of `dim` to `width`."""
+    import torch
+
+    missing = width - tensor.shape[dim]
+    if missing <= 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_full(shape, value), tensor], dim=dim)
 
 
 def _resolve_device(torch: Any, device: str) -> str:

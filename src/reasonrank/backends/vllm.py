@@ -381,6 +381,10 @@ class VLLMBackend(Backend):
             await asyncio.to_thread(self._loop.stop)
 
     @classmethod
+    def replica_gpus(cls, config: RerankConfig) -> float:
+        return config.tensor_parallel_size  # one engine spans this many GPUs
+
+    @classmethod
     def from_config(cls, config: RerankConfig) -> VLLMBackend:
         return cls(
             config.model,
