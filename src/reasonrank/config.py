@@ -163,6 +163,13 @@ class RerankConfig:
                 f"{shown}{more}); use a step no larger than the window"]
 
     @property
+    def in_flight(self) -> int:
+        """`concurrency` as resolved for the backend (set by `__post_init__` when not given)."""
+        if self.concurrency is None:  # pragma: no cover - __post_init__ always sets it
+            raise ConfigError("concurrency is not resolved")
+        return self.concurrency
+
+    @property
     def passage_tokens(self) -> int:
         """The truncation length in force: explicit, else the preset's, else 512."""
         if self.max_passage_tokens is not None:

@@ -71,7 +71,7 @@ class Scheduler:
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
         if self._slots is None or self._slots_loop is not loop:
-            self._slots = asyncio.Semaphore(self.config.concurrency)
+            self._slots = asyncio.Semaphore(self.config.in_flight)
             self._slots_loop = loop
         return self._slots
 
@@ -162,7 +162,7 @@ class Scheduler:
                 return
             out.put_nowait(None)
 
-        count = self.config.concurrency  # one worker per query at most: memory stays flat
+        count = self.config.in_flight  # one worker per query at most: memory stays flat
         if isinstance(requests, Sized):
             count = max(1, min(count, len(requests)))
         workers = [asyncio.ensure_future(worker()) for _ in range(count)]

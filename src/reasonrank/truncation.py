@@ -346,7 +346,10 @@ def _tiktoken_plan(backend: Any) -> _TiktokenPlan | None:
             logger.debug("tiktoken path not eligible: %r", exc)
             plan = None
         try:
-            ref = weakref.ref(backend, lambda _ref, key=key: _PLANS.pop(key, None))
+            def forget(_ref: object, key: Any = key) -> None:
+                _PLANS.pop(key, None)
+
+            ref = weakref.ref(backend, forget)
         except TypeError:
             return plan
         _PLANS[key] = (ref, fingerprint, plan)

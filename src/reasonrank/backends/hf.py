@@ -379,7 +379,9 @@ class _ContinuousBatch:
             pad = self.tokenizer.pad_token_id
             self.ids = torch.cat([_pad_left(self.ids, width, 1, pad),
                                   _pad_left(new_ids, width, 1, pad)])
-        for old, new in zip(self.cache.layers, cache.layers, strict=True):
+        layers: list[Any] = list(self.cache.layers)  # plain DynamicLayers (checked on entry)
+        new_layers: list[Any] = list(cache.layers)
+        for old, new in zip(layers, new_layers, strict=True):
             old.keys = torch.cat([_pad_left(old.keys, width - 1, 2),
                                   _pad_left(new.keys, width - 1, 2)])
             old.values = torch.cat([_pad_left(old.values, width - 1, 2),

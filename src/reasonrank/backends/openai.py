@@ -138,7 +138,7 @@ class OpenAIBackend(Backend):
             tokenizer_name=config.tokenizer_name,
             request_timeout=config.request_timeout,
             max_retries=config.max_retries,
-            concurrency=config.concurrency,
+            concurrency=config.in_flight,
             extra_body=config.extra_body,
         )
 
@@ -305,7 +305,8 @@ class OpenAIBackend(Backend):
                 raise BackendError(f"POST {self.url} returned a choice without 'message': "
                                    f"{_clip(json.dumps(choice))}")
             text = _chat_text(message)
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        usage = data.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
         return Generation(
             text=str(text),
             prompt_tokens=_int_or_none(usage.get("prompt_tokens")),

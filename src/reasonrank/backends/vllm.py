@@ -114,7 +114,7 @@ def _engine_setting_error(exc: Exception, args: Mapping[str, Any]) -> str:
     name, value, msg = named[0]
     if name not in args:
         name = next((a for a in args if a != "model" and re.search(rf"\b{a}\b", msg)), name)
-    if name in args:
+    if name is not None and name in args:
         value = args[name]
     if name is None:
         return f"vLLM rejected the engine settings: {type(exc).__name__}: {msg}"
@@ -272,7 +272,8 @@ class VLLMBackend(Backend):
                 continue
             if parse is not None:
                 break
-        if render is None or parse is None or not dataclasses.is_dataclass(defaults):
+        if (render is None or parse is None or not dataclasses.is_dataclass(defaults)
+                or isinstance(defaults, type)):
             return None
         tok_params = dataclasses.replace(defaults, add_special_tokens=False)
         model_config = self.engine.model_config
