@@ -99,3 +99,22 @@ def test_backend_failure_propagates_and_cancels(qwen_tokenizer):
 
     with pytest.raises(BackendError, match="injected failure"):
         asyncio.run(consume())
+
+
+def test_prompt_thread_is_released_on_close(qwen_tokenizer):
+    """The server's prompt thread (prompt_thread=True) ends with the reranker."""
+    import threading
+
+    from reasonrank import Reranker
+
+    def prompt_threads() -> int:
+        return sum(t.name.startswith("reasonrank-prompts") for t in threading.enumerate())
+
+    before = prompt_threads()
+    rr = Reranker(backend=JitterBackend(qwen_tokenizer, seed=4), model="fake",
+                  max_passage_tokens=16)
+    rr.scheduler.prompt_thread = True
+    rr.rerank("q", ["a", "b", "c"])
+    assert prompt_threads() == before + 1
+    rr.close()
+    assert prompt_threads() == before

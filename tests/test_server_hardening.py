@@ -191,8 +191,9 @@ def test_openai_requests_of_a_vanished_client_are_aborted(qwen_tokenizer: Any) -
 
 def test_health_answers_while_a_big_request_is_prepared(qwen_tokenizer: Any) -> None:
     app = make_app(FakeBackend(qwen_tokenizer))
-    # text that ftfy has work to do on: ~2 ms a document to clean and truncate
-    docs = [("Ünïcödé salt &amp; <b>ocean</b> — “water” " * 20) + f" {i}" for i in range(1000)]
+    # text that ftfy has work to do on (it cleans the whole text before truncation): several
+    # ms a document, so preparing 1,000 of them outlasts the 1 s bound even on a quiet machine
+    docs = [("Ünïcödé salt &amp; <b>ocean</b> — “water” " * 80) + f" {i}" for i in range(1000)]
     with serve_in_thread(app) as url:
         done = threading.Event()
         answer: list[httpx.Response] = []

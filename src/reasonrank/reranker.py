@@ -100,6 +100,7 @@ class Reranker:
             future.cancel()
 
     def close(self) -> None:
+        self.scheduler.close()
         if self._loop is not None:
             self._run(self.backend.aclose())
             self._loop.call_soon_threadsafe(self._loop.stop)

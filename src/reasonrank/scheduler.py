@@ -68,6 +68,12 @@ class Scheduler:
             self._prompt_thread = ThreadPoolExecutor(1, thread_name_prefix="reasonrank-prompts")
         return await asyncio.get_running_loop().run_in_executor(self._prompt_thread, fn, *args)
 
+    def close(self) -> None:
+        """Release the prompt thread, if one was started (a later `offload` starts another)."""
+        if self._prompt_thread is not None:
+            self._prompt_thread.shutdown(wait=True)
+            self._prompt_thread = None
+
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
         if self._slots is None or self._slots_loop is not loop:
