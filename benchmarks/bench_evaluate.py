@@ -22,7 +22,7 @@ from pathlib import Path
 
 from reasonrank.datasets import bright
 from reasonrank.evaluation import evaluate
-from reasonrank.reference import FIRST_STAGE
+from reasonrank.evaluation.reference import FIRST_STAGE
 
 SHARED = Path(os.environ.get("REASONRANK_SHARED_DATA",
                              Path(__file__).resolve().parents[2] / "shared" / "data"))

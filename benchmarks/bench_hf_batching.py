@@ -28,8 +28,8 @@ import tempfile
 import time
 from typing import Any
 
-from reasonrank.backends.base import Generation, Prompt, SamplingParams
 from reasonrank.backends.hf import HFBackend
+from reasonrank.types import Generation, Prompt, SamplingParams
 
 SHAPES = {
     # name: (Qwen2Config overrides, prompt tokens range, output median, sigma, max new tokens)

@@ -32,15 +32,14 @@ os.environ.setdefault("RAYON_NUM_THREADS", "1")
 
 import ftfy
 
-from reasonrank.backends.base import Generation, Prompt
 from reasonrank.backends.fake import FakeBackend
 from reasonrank.config import RerankConfig
+from reasonrank.core.prompts import PreparedRequest, PromptBuilder
+from reasonrank.core.scheduler import Scheduler
+from reasonrank.core.text import clean_query, replace_number
+from reasonrank.core.truncation import reference_truncate
 from reasonrank.io import read_requests, read_trec_run
-from reasonrank.prompts import PreparedRequest, PromptBuilder
-from reasonrank.scheduler import Scheduler
-from reasonrank.text import clean_query, replace_number
-from reasonrank.truncation import reference_truncate
-from reasonrank.types import Candidate, Query, Request
+from reasonrank.types import Candidate, Generation, Prompt, Query, Request
 
 NUM = re.compile(r"I will provide you with (\d+) passages")
 SHARED = Path(os.environ.get("REASONRANK_SHARED_DATA",

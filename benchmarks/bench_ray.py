@@ -25,10 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reasonrank.backends.base import Generation, Prompt, SamplingParams
 from reasonrank.backends.fake import FakeBackend
 from reasonrank.config import RerankConfig
-from reasonrank.types import Candidate, Query, Request
+from reasonrank.types import Candidate, Generation, Prompt, Query, Request, SamplingParams
 
 
 def window_seconds(prompt_text: str, median: float, sigma: float, cap: float) -> float:
@@ -88,8 +87,8 @@ def make_requests(n: int, candidates: int) -> list[Request]:
 def query_seconds(config: RerankConfig, factory: SleepyFactory, tok: Any, request: Request
                   ) -> float:
     """The sum of one query's window sleeps, walking its window chain like the scheduler."""
-    from reasonrank.prompts import PromptBuilder
-    from reasonrank.scheduler import Scheduler
+    from reasonrank.core.prompts import PromptBuilder
+    from reasonrank.core.scheduler import Scheduler
 
     total = 0.0
     fake = FakeBackend(tok, "overlap")

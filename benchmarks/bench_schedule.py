@@ -2,8 +2,8 @@
 
 A discrete-event simulation on a VIRTUAL clock: the asyncio event loop's `time()` is a number
 that only moves when every coroutine is blocked, so hours of simulated GPU time run in seconds.
-The simulated engine is a `Backend`; the real `reasonrank.scheduler.Scheduler` drives it (window
-chains per query, `concurrency` queries in flight), and the authors' schedule (all queries'
+The simulated engine is a `Backend`; the real `reasonrank.core.scheduler.Scheduler` drives it
+(window chains per query, `concurrency` queries in flight), and the authors' schedule (all queries'
 window k form one batch; window k+1 starts when the slowest sequence of the batch is done, vLLM
 `generate` over 512-query batches) drives the same engine through a direct loop.
 
@@ -47,12 +47,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from reasonrank.backends.base import Backend, Generation, Prompt, SamplingParams
+from reasonrank.backends.base import Backend
 from reasonrank.config import RerankConfig
-from reasonrank.prompts import PreparedRequest
-from reasonrank.scheduler import Scheduler
-from reasonrank.types import Candidate, Query, Request
-from reasonrank.windows import sliding_windows
+from reasonrank.core.prompts import PreparedRequest
+from reasonrank.core.scheduler import Scheduler
+from reasonrank.core.windows import sliding_windows
+from reasonrank.types import Candidate, Generation, Prompt, Query, Request, SamplingParams
 
 # ---------------------------------------------------------------------------- virtual clock
 

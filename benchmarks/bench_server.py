@@ -44,11 +44,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import httpx
 
 from reasonrank import Reranker
-from reasonrank.backends.base import Generation, Prompt, SamplingParams
 from reasonrank.backends.fake import FakeBackend
 from reasonrank.config import RerankConfig
 from reasonrank.server.app import create_app
 from reasonrank.server.settings import ServerSettings
+from reasonrank.types import Generation, Prompt, SamplingParams
 
 WORDS = ["salt", "ocean", "river", "rock", "rain", "plant", "light", "shade", "stem", "cell",
          "heat", "price", "rent", "supply", "demand", "string", "window", "index", "prime",

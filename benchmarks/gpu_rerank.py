@@ -53,9 +53,9 @@ from transformers import AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForC
 from reasonrank.backends.base import SamplingParams  # noqa: E402
 from reasonrank.backends.hf import HFBackend  # noqa: E402
 from reasonrank.config import RerankConfig  # noqa: E402
+from reasonrank.core.prompts import PromptBuilder  # noqa: E402
 from reasonrank.io import read_requests  # noqa: E402
 from reasonrank.offline import build_qwen25_tokenizer  # noqa: E402
-from reasonrank.prompts import PromptBuilder  # noqa: E402
 from reasonrank.reranker import Reranker  # noqa: E402
 from reasonrank.types import Candidate, Query, Request  # noqa: E402
 

@@ -57,7 +57,7 @@ def build_model(out: Path, tokenizer_dir: Path, tiny: bool) -> Path:
 
 def make_data(folder: Path, tokenizer: Any, n: int, passage_tokens: int,
               reasoning_words: int) -> tuple[Path, Path]:
-    from reasonrank.prompts import PromptBuilder
+    from reasonrank.core.prompts import PromptBuilder
     from reasonrank.training.examples import rl_examples, sft_examples, write_examples
     from reasonrank.training.records import TextTable, TrainingRecord, TrainingSet
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build ./.venv-vllm: vLLM's real Python front end (AsyncLLM, renderer, input/output processors,
-# detokenizer) on CPU, for the contract test tests/test_vllm_contract.py. It cannot run a model:
+# detokenizer) on CPU, for the contract test tests/backends/test_vllm_contract.py. It cannot run a model:
 # vllm is installed without its CUDA dependencies (its pinned CUDA torch, flashinfer, kernels...),
 # next to the CPU torch and only the pure-Python packages its front end imports, at the versions
 # vllm's own metadata asks for. Kept out of .venv: vllm pins a CUDA torch that would replace the

@@ -7,10 +7,9 @@ import json
 import random
 from typing import Any
 
-from reasonrank.backends.base import Generation, Prompt, SamplingParams
 from reasonrank.backends.fake import FakeBackend
 from reasonrank.errors import BackendError
-from reasonrank.types import Candidate, Query, Request
+from reasonrank.types import Candidate, Generation, Prompt, Query, Request, SamplingParams
 
 WORDS = (
     "salt", "ocean", "river", "rock", "rain", "plant", "light", "shade", "stem", "cell", "heat",

@@ -15,14 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reasonrank.backends.base import Generation
 from reasonrank.backends.fake import FakeBackend
 from reasonrank.config import RerankConfig
+from reasonrank.core.prompts import PromptBuilder
+from reasonrank.core.scheduler import Scheduler
 from reasonrank.evaluation.metrics import trec_order
 from reasonrank.io import RunFiles, read_requests, read_trec_run
-from reasonrank.prompts import PromptBuilder
 from reasonrank.runner import score_format
-from reasonrank.scheduler import Scheduler
+from reasonrank.types import Generation
 
 pytrec_eval = pytest.importorskip("pytrec_eval")
 

@@ -26,7 +26,7 @@ LAYOUT = [
 
 
 def expected_ndcg(ranks: tuple[int, ...]) -> float:
-    """Binary NDCG@10, written out independently of reasonrank.rewards."""
+    """Binary NDCG@10, written out independently of reasonrank.training.rewards."""
     dcg = sum(1 / math.log2(r + 1) for r in ranks if r <= 10)
     ideal = sum(1 / math.log2(r + 1) for r in range(1, min(len(ranks), 10) + 1))
     return dcg / ideal if ideal else 0.0

@@ -10,8 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from reasonrank.core.parsing import POLICIES
 from reasonrank.errors import ConfigError
-from reasonrank.parsing import POLICIES
 
 # Passage truncation presets of the reference (section 1): tokens of the model's tokenizer.
 PASSAGE_TOKEN_PRESETS: dict[str, int] = {
@@ -112,7 +112,7 @@ class RerankConfig:
     )
 
     def __post_init__(self) -> None:
-        from reasonrank.options import check_options
+        from reasonrank.core.options import check_options
 
         # Not a field: whether concurrency was left to the backend's default (see `replace`).
         self._default_concurrency = self.concurrency is None
@@ -130,7 +130,7 @@ class RerankConfig:
             value = getattr(self, name)
             if value is not None and choices and value not in choices:
                 raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-        from reasonrank.prompts import TEMPLATES
+        from reasonrank.core.prompts import TEMPLATES
 
         if self.template not in TEMPLATES:
             raise ConfigError(
@@ -146,7 +146,7 @@ class RerankConfig:
 
     def warnings(self) -> list[str]:
         """What these settings do that a user probably did not mean (the CLI logs each)."""
-        from reasonrank.windows import sliding_windows
+        from reasonrank.core.windows import sliding_windows
 
         seen = [False] * self.top_k if self.top_k <= 100_000 else []
         for start, end in sliding_windows(len(seen), self.window_size, self.step,

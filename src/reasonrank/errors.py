@@ -7,10 +7,10 @@ MAX_REASON_CHARS = 600
 
 class ReasonRankError(Exception):
     """Base class of every error raised by reasonrank. Its text never shows a credential:
-    URL userinfo and bearer tokens are masked (`reasonrank.redact`)."""
+    URL userinfo and bearer tokens are masked (`reasonrank.core.redact`)."""
 
     def __str__(self) -> str:
-        from reasonrank.redact import redact
+        from reasonrank.core.redact import redact
 
         return redact(super().__str__())
 

@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 
 from reasonrank.backends.base import Backend, load_backend
 from reasonrank.config import RerankConfig
+from reasonrank.core.prompts import PromptBuilder
+from reasonrank.core.scheduler import Scheduler, WindowCallback
 from reasonrank.errors import ConfigError
-from reasonrank.prompts import PromptBuilder
-from reasonrank.scheduler import Scheduler, WindowCallback
 from reasonrank.types import Candidate, Query, RankedResult, Request
 
 T = TypeVar("T")

@@ -163,3 +163,35 @@ class RankedResult:
         """The JSONL trace record of this query (see the `rerank` contract)."""
         return {"qid": self.query.qid, "query": self.query.text,
                 "windows": [w.to_dict() for w in self.windows]}
+
+
+# The backend interface's values: a rendered prompt, decoding settings, one completion.
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """A window's prompt: the exact rendered string and the chat messages it came from."""
+
+    text: str
+    messages: tuple[dict[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """Decoding settings. The defaults are the reference's: greedy, 3072 + 100 new tokens."""
+
+    max_new_tokens: int = 3172
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """One completion. Token counts are None where a backend cannot know them."""
+
+    text: str
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    finish_reason: str | None = None  # "stop" (EOS) or "length" (budget ran out), or "error"
+    raw_finish_reason: str | None = None  # the engine's own reason where it was mapped ("abort")

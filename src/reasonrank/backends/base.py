@@ -1,78 +1,19 @@
-"""The backend interface: rendered prompts in; texts, token counts and finish reasons out."""
+"""The backend registry: names -> lazily imported classes, loading a backend from the settings,
+and the tokenizer loader the backends share. The interface itself is `reasonrank.core.backend`."""
 
 from __future__ import annotations
 
-import abc
 import importlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
+from reasonrank.core.backend import Backend
 from reasonrank.errors import ConfigError
+
+__all__ = ["LOADER_BUGS", "Backend", "backend_class", "backend_names", "load_backend",
+           "load_tokenizer", "register_backend", "split_gguf_path"]
 
 if TYPE_CHECKING:
     from reasonrank.config import RerankConfig
-
-
-@dataclass(frozen=True, slots=True)
-class Prompt:
-    """A window's prompt: the exact rendered string and the chat messages it came from."""
-
-    text: str
-    messages: tuple[dict[str, str], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SamplingParams:
-    """Decoding settings. The defaults are the reference's: greedy, 3072 + 100 new tokens."""
-
-    max_new_tokens: int = 3172
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Generation:
-    """One completion. Token counts are None where a backend cannot know them."""
-
-    text: str
-    prompt_tokens: int | None = None
-    output_tokens: int | None = None
-    finish_reason: str | None = None  # "stop" (EOS) or "length" (budget ran out), or "error"
-    raw_finish_reason: str | None = None  # the engine's own reason where it was mapped ("abort")
-
-
-class Backend(abc.ABC):
-    """A text generator that many windows call concurrently.
-
-    `generate` takes one prompt; a backend that batches (hf) or schedules (vLLM) gathers the
-    concurrent calls itself, so the scheduler never waits for a lock-step batch.
-    """
-
-    name: ClassVar[str]
-
-    @property
-    @abc.abstractmethod
-    def tokenizer(self) -> Any:
-        """The model's tokenizer (prompt rendering and passage truncation use it)."""
-
-    @abc.abstractmethod
-    async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
-        """Complete one prompt."""
-
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
-        """Release engines, threads and connections."""
-
-    @classmethod
-    def replica_gpus(cls, config: RerankConfig) -> float:
-        """GPUs one replica of this backend holds (a data-parallel run reserves them per
-        replica); none unless a backend says otherwise."""
-        return 0
-
-    @classmethod
-    @abc.abstractmethod
-    def from_config(cls, config: RerankConfig) -> Backend:
-        """Build the backend from the shared configuration."""
 
 
 # name -> "module:Class"; modules are imported only when a backend is asked for.

@@ -11,9 +11,10 @@ import asyncio
 import re
 from typing import Any
 
-from reasonrank.backends.base import Backend, Generation, Prompt, SamplingParams
+from reasonrank.backends.base import Backend
 from reasonrank.config import RerankConfig
 from reasonrank.errors import ConfigError
+from reasonrank.types import Generation, Prompt, SamplingParams
 
 _PASSAGE = re.compile(r"^\[(\d+)\] (.*)$", re.MULTILINE)
 _QUERY = re.compile(r"^Search Query: (.*)\.$", re.MULTILINE)

@@ -19,16 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from reasonrank.backends.base import (
-    Backend,
-    Generation,
-    Prompt,
-    SamplingParams,
-    load_tokenizer,
-    split_gguf_path,
-)
+from reasonrank.backends.base import Backend, load_tokenizer, split_gguf_path
 from reasonrank.config import RerankConfig
 from reasonrank.errors import BackendError, ConfigError, require
+from reasonrank.types import Generation, Prompt, SamplingParams
 
 log = logging.getLogger(__name__)
 

@@ -36,10 +36,11 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from reasonrank.backends.base import Backend, Generation, Prompt, SamplingParams, load_tokenizer
+from reasonrank.backends.base import Backend, load_tokenizer
 from reasonrank.config import ENDPOINTS
+from reasonrank.core.redact import redact_url
 from reasonrank.errors import BackendError, BackendRequestError, ConfigError
-from reasonrank.redact import redact_url
+from reasonrank.types import Generation, Prompt, SamplingParams
 
 if TYPE_CHECKING:
     from reasonrank.config import RerankConfig

@@ -17,7 +17,7 @@ later; found by feature detection, not by version): `parse_model_prompt` +
 `engine.generate(engine_input, ...)`; vLLM tokenizes in its own worker threads. An engine without
 a renderer (vLLM < 0.33) is refused with a message naming the supported range.
 vLLM is imported when the backend is built, never when this module is imported; the contract
-test (tests/test_vllm_contract.py) drives this module through vLLM's real front end.
+test (tests/backends/test_vllm_contract.py) drives this module through vLLM's real front end.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from reasonrank.backends.base import Backend, Generation, Prompt, SamplingParams, load_tokenizer
+from reasonrank.backends.base import Backend, load_tokenizer
 from reasonrank.errors import BackendError, ConfigError, require
+from reasonrank.types import Generation, Prompt, SamplingParams
 
 if TYPE_CHECKING:
     from reasonrank.config import RerankConfig

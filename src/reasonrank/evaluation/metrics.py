@@ -19,8 +19,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from reasonrank.core.options import MAX_CUTOFF
 from reasonrank.errors import ConfigError, require
-from reasonrank.options import MAX_CUTOFF
 
 if TYPE_CHECKING:
     from reasonrank.types import RankedResult

@@ -13,7 +13,7 @@
     )
 
 Both take exactly one of `reranker` (a `reasonrank.Reranker`, run in this process) or `client` (a
-`reasonrank.client.RerankClient` for the HTTP service), and an optional `top_n`.
+`reasonrank.server.client.RerankClient` for the HTTP service), and an optional `top_n`.
 
 Scores: with `client` each document gets the server's `relevance_score`. With `reranker` the
 listwise model gives an order, not scores, so the document at rank r of n gets `1 - (r - 1) / n`,

@@ -24,7 +24,7 @@ def check_source(reranker: Any, client: Any, owner: str) -> None:
     if (reranker is None) == (client is None):
         raise ConfigError(
             f"{owner} needs exactly one of reranker= (a reasonrank.Reranker) "
-            "or client= (a reasonrank.client.RerankClient)"
+            "or client= (a reasonrank.server.client.RerankClient)"
         )
 
 

@@ -25,9 +25,9 @@ from langchain_core.documents import Document  # noqa: E402
 from langchain_core.documents.compressor import BaseDocumentCompressor  # noqa: E402
 from pydantic import ConfigDict, Field, model_validator  # noqa: E402
 
-from reasonrank.client import RerankClient  # noqa: E402
 from reasonrank.integrations._core import arank_texts, check_source, rank_texts  # noqa: E402
 from reasonrank.reranker import Reranker  # noqa: E402
+from reasonrank.server.client import RerankClient  # noqa: E402
 
 __all__ = ["ReasonRankCompressor"]
 
@@ -40,7 +40,7 @@ class ReasonRankCompressor(BaseDocumentCompressor):
     reranker: Reranker | None = None
     """An in-process `reasonrank.Reranker`."""
     client: RerankClient | None = None
-    """A `reasonrank.client.RerankClient` for the reasonrank HTTP service."""
+    """A `reasonrank.server.client.RerankClient` for the reasonrank HTTP service."""
     top_n: int | None = Field(default=None, ge=1)
     """How many documents to keep; None keeps them all."""
 

@@ -22,10 +22,10 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor  # noqa: 
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle  # noqa: E402
 from pydantic import Field, model_validator  # noqa: E402
 
-from reasonrank.client import RerankClient  # noqa: E402
 from reasonrank.errors import ConfigError  # noqa: E402
 from reasonrank.integrations._core import arank_texts, check_source, rank_texts  # noqa: E402
 from reasonrank.reranker import Reranker  # noqa: E402
+from reasonrank.server.client import RerankClient  # noqa: E402
 
 __all__ = ["ReasonRankPostprocessor"]
 

@@ -398,7 +398,7 @@ def create_app(reranker: Reranker, settings: ServerSettings | None = None) -> Fa
 
     @lru_cache(maxsize=8)
     def truncator(max_tokens: int) -> Any:
-        from reasonrank.truncation import Truncator
+        from reasonrank.core.truncation import Truncator
 
         return Truncator(reranker.builder.tokenizer, max_tokens)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from reasonrank.parsing import digit_runs, extract_answer, parse_ranking
+from reasonrank.core.parsing import digit_runs, extract_answer, parse_ranking
 from reasonrank.types import ParseStatus
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL | re.IGNORECASE)

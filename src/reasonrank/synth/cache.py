@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from reasonrank.backends.base import Prompt, SamplingParams
 from reasonrank.backends.openai import request_body
 from reasonrank.io._files import StrPath
 from reasonrank.synth.store import JsonlLog
+from reasonrank.types import Prompt, SamplingParams
 
 
 def canonical_request(model: str, endpoint: str, prompt: Prompt, params: SamplingParams,

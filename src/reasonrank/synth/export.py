@@ -12,7 +12,7 @@ holds the full passages (title folded in); `prompt_settings.json` records the te
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from reasonrank.training.examples import (
     builder_format,
@@ -31,8 +31,20 @@ from reasonrank.training.records import (
 )
 
 if TYPE_CHECKING:
-    from reasonrank.synth.pipeline import Synthesizer
+    from reasonrank.synth.settings import SynthSettings
     from reasonrank.synth.stages import StageContext
+    from reasonrank.synth.workdir import Workdir
+
+
+class ExportSource(Protocol):
+    """What the export reads of a run (the `Synthesizer`): settings, stage records, progress."""
+
+    settings: SynthSettings
+    workdir: Workdir
+
+    def records(self, stage: str) -> dict[str, dict[str, Any]]: ...
+
+    def tick(self, stage: str, completed: int, total: int) -> None: ...
 
 FILTERED_OUT = "filtered_out.jsonl"
 """Records the filter dropped, kept beside the layout for inspection."""
@@ -56,7 +68,7 @@ def training_records(dataset: str, candidates: dict[str, dict[str, Any]],
     return out
 
 
-def export(synth: Synthesizer, ctx: StageContext) -> dict[str, Any]:
+def export(synth: ExportSource, ctx: StageContext) -> dict[str, Any]:
     """Write the export; returns its counts (with the filter's report per domain)."""
     settings = synth.settings
     records = training_records(settings.dataset, dict(ctx.candidates),

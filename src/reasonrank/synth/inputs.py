@@ -10,9 +10,9 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from reasonrank.core.text import passage_content
 from reasonrank.errors import ConfigError
 from reasonrank.io.readers import Doc
-from reasonrank.text import passage_content
 
 if TYPE_CHECKING:
     from reasonrank.io.readers import Run

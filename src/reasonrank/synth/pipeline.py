@@ -97,7 +97,7 @@ class Synthesizer:
 
     @cached_property
     def builder(self) -> Any:
-        from reasonrank.prompts import PromptBuilder
+        from reasonrank.core.prompts import PromptBuilder
 
         return PromptBuilder(self.tokenizer, "reasoning", self.settings.max_passage_tokens)
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from reasonrank.backends.base import Prompt
-from reasonrank.prompts import PromptBuilder, render_chat
-from reasonrank.text import clean_query
+from reasonrank.core.prompts import PromptBuilder, render_chat
+from reasonrank.core.text import clean_query
+from reasonrank.types import Prompt
 
 _SYSTEM = (
     "You are a careful relevance assessor for a search engine. You read a question, the "

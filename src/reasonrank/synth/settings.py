@@ -15,7 +15,7 @@ from typing import Any
 
 from reasonrank.config import ENDPOINTS
 from reasonrank.errors import ConfigError
-from reasonrank.settings_file import build_settings, parse_overrides, read_yaml
+from reasonrank.settings import build_settings, parse_overrides, read_yaml
 from reasonrank.synth.assembly import MAX_LIST_SIZE, ListSpec
 
 STAGES = ("candidates", "positives", "negatives", "assemble", "label", "export")

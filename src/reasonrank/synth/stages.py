@@ -15,10 +15,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
-from reasonrank.backends.base import SamplingParams
+from reasonrank.core.prompts import PromptBuilder
 from reasonrank.errors import BackendRequestError
 from reasonrank.io.readers import Doc
-from reasonrank.prompts import PromptBuilder
 from reasonrank.synth.answers import parse_selection, parse_teacher_ranking
 from reasonrank.synth.assembly import assemble_list
 from reasonrank.synth.inputs import doc_text
@@ -27,7 +26,7 @@ from reasonrank.synth.report import cause_of
 from reasonrank.synth.settings import SynthSettings
 from reasonrank.synth.store import JsonlLog
 from reasonrank.synth.teacher import TeacherAnswer, TeacherClient
-from reasonrank.types import Candidate, Query, Request
+from reasonrank.types import Candidate, Query, Request, SamplingParams
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from reasonrank.backends.base import Backend, Prompt, SamplingParams
+from reasonrank.backends.base import Backend
 from reasonrank.errors import ReasonRankError
 from reasonrank.synth.accounting import Budget, Ledger
 from reasonrank.synth.cache import AnswerCache, CachedAnswer, request_key
+from reasonrank.types import Prompt, SamplingParams
 
 
 class TeacherStopped(ReasonRankError):  # noqa: N818 - a stop, not an error

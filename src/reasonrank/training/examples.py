@@ -18,6 +18,7 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from reasonrank.core.prompts import PromptBuilder, render_chat
 from reasonrank.errors import ConfigError, InputFormatError, require
 from reasonrank.io._files import (
     StrPath,
@@ -27,7 +28,6 @@ from reasonrank.io._files import (
     load_json,
     read_text,
 )
-from reasonrank.prompts import PromptBuilder, render_chat
 from reasonrank.training.prompt_format import PromptFormat, chat_template_digest
 from reasonrank.training.records import TrainingRecord, TrainingSet
 from reasonrank.types import Candidate, Query, Request
@@ -188,7 +188,7 @@ def _field(row: Mapping[str, Any], name: str) -> Any:
 
 
 def _labels_from_answer(answer: str, initial_list: Sequence[str]) -> list[str]:
-    from reasonrank.rewards import answer_ids
+    from reasonrank.training.rewards import answer_ids
 
     ids = answer_ids(answer, initial_list)
     if ids is None:

@@ -2,7 +2,7 @@
 
 Each example is one window: the exact inference prompt and the teacher's labels
 (`initial_list`, `final_list`, `relevant_docids`), which TRL hands to the reward functions as
-keyword arguments. Every rollout is scored once with `reasonrank.rewards.score_response`;
+keyword arguments. Every rollout is scored once with `reasonrank.training.rewards.score_response`;
 the reward TRL optimises is its `reward` (weight 1), and zero-weight monitors expose its
 parts, so TRL logs `rewards/<name>/mean` and `/std` for each:
 
@@ -60,7 +60,7 @@ class RolloutScorer:
     """
 
     def __init__(self, weights: Any = None, rollouts_path: str | Path | None = None) -> None:
-        from reasonrank.rewards import RewardWeights
+        from reasonrank.training.rewards import RewardWeights
 
         self.weights = weights if weights is not None else RewardWeights()
         self.rollouts_path = Path(rollouts_path) if rollouts_path is not None else None
@@ -70,7 +70,7 @@ class RolloutScorer:
     def __call__(self, completions: Sequence[Any], initial_list: Sequence[Sequence[str]],
                  final_list: Sequence[Sequence[str]], relevant_docids: Sequence[Sequence[str]],
                  **kwargs: Any) -> list[Any]:
-        from reasonrank.rewards import score_response
+        from reasonrank.training.rewards import score_response
 
         texts = [_completion_text(c) for c in completions]
         step = getattr(kwargs.get("trainer_state"), "global_step", None)

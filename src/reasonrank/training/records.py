@@ -27,8 +27,8 @@ from typing import Any
 from reasonrank.errors import InputFormatError, ReasonRankError
 from reasonrank.io._files import StrPath, atomic_write, base_name, iter_lines, load_json
 from reasonrank.io.readers import read_id_texts
-from reasonrank.rewards import ndcg_at_k
 from reasonrank.training.prompt_format import PromptFormat, read_prompt_format
+from reasonrank.training.rewards import ndcg_at_k
 
 RECORDS_FILE = "training_data_all.jsonl"
 QUERY_DIR = "id_query"

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from reasonrank.errors import ConfigError, require
-from reasonrank.settings_file import build_settings, parse_overrides, read_yaml
+from reasonrank.settings import build_settings, parse_overrides, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -294,8 +294,8 @@ class GRPOSettings(TrainSettings):
         return self.prompts_per_step // self.mini_batch_prompts
 
     def reward_weights(self) -> Any:
-        """The `reasonrank.rewards.RewardWeights` of these settings."""
-        from reasonrank.rewards import RewardWeights
+        """The `reasonrank.training.rewards.RewardWeights` of these settings."""
+        from reasonrank.training.rewards import RewardWeights
 
         return RewardWeights(ndcg=self.reward_ndcg, recall=self.reward_recall,
                              rbo=self.reward_rbo, k=self.reward_k, rbo_p=self.reward_rbo_p)

@@ -1,0 +1,7 @@
+"""`python -m reasonrank.cli ...` runs the command line."""
+
+import sys
+
+from reasonrank.cli import main
+
+sys.exit(main())

@@ -1,0 +1,250 @@
+"""The `reasonrank` command line: rerank, prompt, parse, demo.
+
+Reranking flags are generated from `RerankConfig`, so the CLI, the Python API and the server
+share one definition of every option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from reasonrank.config import RerankConfig
+from reasonrank.core.options import check_options
+from reasonrank.errors import ReasonRankError, describe_os_error
+
+log = logging.getLogger("reasonrank")
+
+def _json_object(text: str) -> dict[str, Any]:
+    """A `dict` option given as JSON on the command line (`--extra-body '{"a": 1}'`)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+_json_object.__name__ = "JSON object"  # argparse names the type in its error
+_TYPES: dict[str, Any] = {"int": int, "float": float, "str": str,
+                          "dict[str, Any]": _json_object}
+# Modules that add subcommands: each has `register(subparsers)`, which adds its parsers with
+# `set_defaults(handler="module:function")`; heavy imports stay inside the handlers.
+COMMAND_MODULES = ("reasonrank.cli.evaluate", "reasonrank.cli.retrieval",
+                   "reasonrank.cli.serve", "reasonrank.cli.data",
+                   "reasonrank.cli.train", "reasonrank.cli.synth",
+                   "reasonrank.cli.offline")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, groups: Sequence[str]) -> None:
+    """Add a flag for every `RerankConfig` field of `groups` (`window_size` -> `--window-size`).
+
+    Flags default to "not given", so an omitted flag keeps the config's own default.
+    """
+    by_group: dict[str, argparse._ArgumentGroup] = {}
+    for f in dataclasses.fields(RerankConfig):
+        group = f.metadata.get("group", "rerank")
+        if group not in groups:
+            continue
+        if group not in by_group:
+            by_group[group] = parser.add_argument_group(f"{group} options")
+        flag = "--" + f.name.replace("_", "-")
+        kind = str(f.type).replace(" | None", "")
+        help_text = f.metadata["help"]
+        if f.default is not None:
+            help_text += f" (default: {f.default})"
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+        if kind == "bool":
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif f.metadata.get("choices"):
+            kwargs.update(type=_TYPES[kind], choices=f.metadata["choices"])
+        else:
+            metavar = "JSON" if _TYPES[kind] is _json_object else f.name.upper()
+            kwargs.update(type=_TYPES[kind], metavar=metavar)
+        by_group[group].add_argument(flag, **kwargs)
+
+
+def config_from_args(args: argparse.Namespace, **overrides: Any) -> RerankConfig:
+    names = {f.name for f in dataclasses.fields(RerankConfig)}
+    options = {k: v for k, v in vars(args).items() if k in names}
+    options.update(overrides)
+    config = RerankConfig.from_options(**options)
+    for warning in config.warnings():
+        log.warning("%s", warning)
+    return config
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line usage error (exit 2) that points to `--help`."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from reasonrank import __version__
+
+    parser = ArgumentParser(
+        prog="reasonrank", description="Reasoning-intensive listwise passage reranking."
+    )
+    parser.add_argument("--version", action="version", version=f"reasonrank {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rr = sub.add_parser("rerank", help="rerank a first-stage run into a TREC run and traces")
+    src = rr.add_argument_group("input (a request file, or a run with its corpus and queries)")
+    src.add_argument("--requests", help="RankGPT/rank_llm request file (JSON or JSONL)")
+    src.add_argument("--run", help="first-stage run (TREC, or {qid: {docid: score}} JSON)")
+    src.add_argument("--corpus", help="corpus JSONL (_id/id/docid, title, text/contents)")
+    src.add_argument("--queries", help="queries TSV (qid<TAB>text) or JSONL")
+    out = rr.add_argument_group("output")
+    out.add_argument("--output", required=True, help="reranked TREC run to write")
+    out.add_argument("--traces", help="JSONL traces, one line per query "
+                     "(default: OUTPUT.traces.jsonl)")
+    out.add_argument("--tag", default="reasonrank", help="run tag of the TREC run")
+    out.add_argument("--resume", action="store_true", help="skip queries already written")
+    out.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    dist = rr.add_argument_group("data parallelism (Ray; pip install 'reasonrank[ray]')")
+    dist.add_argument("--ray", action="store_true",
+                      help="shard queries across model replicas, one Ray actor each")
+    dist.add_argument("--replicas", type=int, default=2, help="model replicas (default: 2)")
+    dist.add_argument("--gpus-per-replica", type=float, default=None, metavar="G",
+                      help="GPUs per replica (default: --tensor-parallel-size for vllm, else 0)")
+    dist.add_argument("--cpus-per-replica", type=float, default=1, metavar="C",
+                      help="CPUs per replica (default: 1)")
+    dist.add_argument("--ray-address", default=None, metavar="ADDR",
+                      help="Ray cluster to join (default: start a local one)")
+    add_config_arguments(rr, ("rerank", "hf", "openai", "vllm"))
+    rr.set_defaults(input_files=("requests", "run", "corpus", "queries"),
+                    output_files=("output", "traces"))
+
+    pr = sub.add_parser("prompt", help="print the rendered prompt of one window")
+    pr.add_argument("--query", required=True)
+    pr.add_argument("--passages", required=True, help="JSONL with docid, text, optional title")
+    pr.add_argument("--tokenizer", required=True, help="tokenizer id or path")
+    pr.add_argument("--max-passage-tokens", type=int, default=None,
+                    help="truncate passages to N tokens (default 512)")
+    pr.add_argument("--template", default="reasoning", help="prompt template")
+    pr.set_defaults(input_files=("passages",))
+
+    pa = sub.add_parser("parse", help="parse one model output (stdin) into a permutation")
+    pa.add_argument("--num", type=int, required=True, help="passages in the window")
+    pa.add_argument("--policy", default="reproduce", choices=("reproduce", "strict"))
+
+    de = sub.add_parser("demo", help="rerank the shipped sample offline and score it")
+    de.add_argument("--model", default=None, help="model (default: SmolLM2-135M-Instruct GGUF)")
+    de.add_argument("--backend", default="hf", help="backend (default: hf)")
+    de.add_argument("--max-new-tokens", type=int, default=160, help="new tokens per window")
+    de.add_argument("--output", default=None, help="also write the TREC run here")
+    de.add_argument("-q", "--quiet", action="store_true", help="print only the scores")
+    de.set_defaults(output_files=("output",))
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. The one error boundary of the CLI: an expected failure (a
+    `ReasonRankError`, a file that cannot be read or written, no memory) prints one line and
+    returns 2; anything else is a bug and keeps its traceback (exit 1)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    from reasonrank.core.redact import install_log_redaction
+
+    install_log_redaction()  # no URL credential or bearer token in any log line
+    module, _, name = getattr(args, "handler", f"reasonrank.cli.rerank:cmd_{args.command}")\
+        .partition(":")
+    previous = _stop_on_sigterm()
+    try:
+        check_options(vars(args), flags=True)
+        _check_path_args(args)
+        return getattr(importlib.import_module(module), name)(args)
+    except ReasonRankError as exc:
+        return _fail(str(exc), args.verbose)
+    except OSError as exc:
+        return _fail(describe_os_error(exc), args.verbose)
+    except MemoryError:
+        return _fail("out of memory; use smaller inputs or options", args.verbose)
+    except KeyboardInterrupt:
+        print("interrupted; completed queries are saved (rerun with --resume)", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _check_path_args(args: argparse.Namespace) -> None:
+    """Check the paths a command declares (`set_defaults(input_files=..., output_files=...,
+    output_dirs=...)`, argparse dests) before it starts any work."""
+    from reasonrank.io.paths import check_input_file, check_output_dir, check_output_file
+
+    checks = (("input_files", check_input_file), ("output_files", check_output_file),
+              ("output_dirs", check_output_dir))
+    for kind, check in checks:
+        for dest in getattr(args, kind, ()):
+            value = getattr(args, dest, None)
+            for path in value if isinstance(value, list) else [value]:
+                if path is not None:
+                    check(path, "--" + dest.replace("_", "-"))
+
+
+MAX_ERROR_CHARS = 1000
+
+
+def _fail(message: str, verbose: bool) -> int:
+    """Print `message` as one line of at most `MAX_ERROR_CHARS` characters; exit code 2."""
+    if verbose:
+        log.debug("details of the error below", exc_info=True)
+    line = " ".join(part.strip() for part in message.splitlines())
+    if len(line) > MAX_ERROR_CHARS:
+        line = line[:MAX_ERROR_CHARS - 3] + "..."
+    print(f"error: {line}", file=sys.stderr)
+    return 2
+
+
+def _stop_on_sigterm() -> Any:
+    """SIGTERM unwinds like Ctrl-C (temporary files are removed, partial runs saved); returns
+    the handler to restore, or None when none was installed."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
+
+
+def print_json(obj: object) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+def progress_bar(quiet: bool, transient: bool = False,
+                 description: str = "{task.description}") -> Any:
+    """The CLI's rich progress bar on stderr: description, bar, done/total, elapsed time."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=Console(stderr=True), disable=quiet,
+                    transient=transient)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""CLI: `reasonrank train sft|grpo|merge` (needs the `train` extra).
+
+    reasonrank train sft  --config configs/train/sft-7b.yaml  [--set key=value ...] [-q]
+    reasonrank train grpo --config configs/train/grpo-7b.yaml [--set key=value ...] [-q]
+    reasonrank train merge OUTPUT/adapter --output OUTPUT/merged
+
+Multi-GPU: `accelerate launch --config_file configs/accelerate/zero3.yaml -m reasonrank.cli
+train sft --config ...` (see docs/training.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: Any) -> None:  # argparse's subparsers action
+    """Add `train` (with `sft`, `grpo`, `merge`) to the `reasonrank` parser."""
+    tr = sub.add_parser("train", help="fine-tune a reranker: SFT, GRPO, LoRA merge")
+    stages = tr.add_subparsers(dest="train_command", required=True)
+    for kind, help_text in (("sft", "cold-start SFT on reasoning traces (TRL SFTTrainer)"),
+                            ("grpo", "GRPO with the multi-view ranking reward (TRL GRPOTrainer)")):
+        p = stages.add_parser(kind, help=help_text,
+                              description=f"{help_text}. Settings come from --config (YAML) and "
+                              "--set; see docs/training.md for every key.")
+        p.add_argument("--config", metavar="FILE", default=None,
+                       help="YAML settings (configs/train/*.yaml)")
+        p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                       dest="overrides", help="override one setting (repeatable), "
+                       "e.g. --set max_steps=10 --set lora=true")
+        p.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress bar or library logs; summary only")
+        p.set_defaults(handler=f"reasonrank.cli.train:cmd_train_{kind}", train_kind=kind,
+                       input_files=("config",))
+    mg = stages.add_parser("merge", help="merge a LoRA adapter into its base model")
+    mg.add_argument("adapter", metavar="ADAPTER", help="adapter directory (OUTPUT/adapter)")
+    mg.add_argument("--output", required=True, metavar="DIR", help="merged model directory")
+    mg.add_argument("--base-model", default=None,
+                    help="base model (default: the one the adapter config names)")
+    mg.add_argument("--dtype", default="auto",
+                    choices=("auto", "bfloat16", "float16", "float32"),
+                    help="dtype to load the base model in (default: auto)")
+    mg.set_defaults(handler="reasonrank.cli.train:cmd_train_merge", output_dirs=("output",))
+
+
+def _quiet() -> None:
+    """Silence the libraries' progress bars, info logs and deprecation warnings."""
+    import warnings
+
+    import transformers
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - datasets comes with trl
+        pass
+
+
+def _run(args: argparse.Namespace) -> int:
+    from reasonrank.errors import require
+
+    for module in ("torch", "transformers", "trl", "datasets", "yaml"):
+        require(module, "train", f"reasonrank train {args.train_kind}")
+    from reasonrank.training.settings import load_settings
+
+    settings = load_settings(args.config, args.train_kind, args.overrides)
+    if args.quiet:
+        settings.progress = "none"
+        _quiet()
+    if args.train_kind == "sft":
+        from reasonrank.training.sft import train_sft
+
+        result = train_sft(settings)
+    else:
+        from reasonrank.training.grpo import train_grpo
+
+        result = train_grpo(settings)
+    if result.final_checkpoint is not None:  # the main process reports
+        _summary(args.train_kind, result)
+    return 0
+
+
+def cmd_train_sft(args: argparse.Namespace) -> int:
+    return _run(args)
+
+
+def cmd_train_grpo(args: argparse.Namespace) -> int:
+    return _run(args)
+
+
+def _summary(kind: str, result: Any) -> None:
+    from rich.console import Console
+
+    rows = [("output dir", str(result.output_dir)), ("model", str(result.final_checkpoint))]
+    if result.adapter_dir is not None:
+        rows.append(("adapter", str(result.adapter_dir)))
+    if result.resumed_from:
+        rows.append(("resumed from", result.resumed_from))
+    rows.append(("optimizer steps", str(result.global_step)))
+    for key, label in (("loss", "final loss"), ("reward", "final reward"),
+                       ("rewards/format_error/mean", "format errors"),
+                       ("rewards/ndcg/mean", "NDCG@k")):
+        value = result.last(key)
+        if value is not None:
+            rows.append((label, f"{value:.4f}"))
+    runtime = result.metrics.get("train_runtime")
+    if runtime is not None:
+        rows.append(("runtime", f"{runtime:.1f} s"))
+    console = Console()
+    console.print(f"[bold]reasonrank train {kind}[/]: done", highlight=False)
+    for label, value in rows:
+        console.print(f"  {label:<16} {value}", soft_wrap=True, highlight=False)
+
+
+def cmd_train_merge(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from reasonrank.io.outputs import check_outputs
+    from reasonrank.training.checkpoint import check_causal_lm, merge_lora
+
+    check_outputs({"--output": args.output},
+                  {"ADAPTER": args.adapter, "--base-model": args.base_model})
+    out = merge_lora(args.adapter, args.output, base_model=args.base_model, dtype=args.dtype)
+    summary = check_causal_lm(out)
+    Console().print(f"merged [bold]{args.adapter}[/] into [bold]{out}[/] "
+                    f"(eos ids {summary['eos_token_id']})")
+    return 0
