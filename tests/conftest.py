@@ -44,3 +44,19 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared data folder {path} is missing")
     return path
+
+
+# --- fast unit tests vs integration tests ------------------------------------------------------
+# `pytest -m "not integration"` runs the fast unit suite (pure Python, well under a minute);
+# CI runs everything. A test is an integration test when it loads the real tokenizer or a model,
+# reads the shared data, starts a process or a server (its module says `pytestmark =
+# pytest.mark.integration`), or is marked slow.
+INTEGRATION_FIXTURES = frozenset({"qwen_tokenizer_dir", "qwen_tokenizer", "tiny_qwen_dir",
+                                  "shared_data"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        uses = INTEGRATION_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if uses or item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.integration)
