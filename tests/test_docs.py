@@ -18,6 +18,7 @@ import importlib
 import io
 import re
 import shlex
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 import pytest
 
 from reasonrank.cli.main import build_parser
+from reasonrank.errors import MissingDependencyError
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -187,6 +189,8 @@ def resolve(dotted: str) -> str | None:
         module_name = ".".join(parts[:i])
         try:
             obj: Any = importlib.import_module(module_name)
+        except MissingDependencyError as exc:
+            pytest.skip(f"{dotted}: {exc}")
         except ModuleNotFoundError as exc:
             if _missing_extra(exc):
                 pytest.skip(f"{dotted}: needs {exc.name} (an optional extra)")
@@ -244,6 +248,14 @@ def test_resolve_tells_a_missing_name_from_a_missing_extra() -> None:
     assert resolve("reasonrank.Reranker") is None
     assert "no attribute 'no_such_name'" in (resolve("reasonrank.core.no_such_name") or "")
     assert resolve("reasonrank.no_such_module.x") is not None
+
+
+def test_resolve_skips_a_module_whose_extra_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`reasonrank.integrations.langchain` without langchain-core: a skip, not a failure."""
+    monkeypatch.setitem(sys.modules, "langchain_core", None)  # import raises ModuleNotFoundError
+    monkeypatch.delitem(sys.modules, "reasonrank.integrations.langchain", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="langchain"):
+        resolve("reasonrank.integrations.langchain.ReasonRankCompressor")
 
 
 def test_tokens_cut_shell_syntax_and_comments() -> None:
