@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -47,16 +49,37 @@ def shared_data() -> Path:
 
 
 # --- fast unit tests vs integration tests ------------------------------------------------------
-# `pytest -m "not integration"` runs the fast unit suite (pure Python, well under a minute);
+# `pytest -m "not integration"` runs the fast unit suite (pure Python, no process, no model);
 # CI runs everything. A test is an integration test when it loads the real tokenizer or a model,
-# reads the shared data, starts a process or a server (its module says `pytestmark =
-# pytest.mark.integration`), or is marked slow.
+# reads the shared data (its fixtures say so), starts a process (its body, or a module-level
+# helper it calls, uses `subprocess`), or is marked slow.
 INTEGRATION_FIXTURES = frozenset({"qwen_tokenizer_dir", "qwen_tokenizer", "tiny_qwen_dir",
                                   "shared_data"})
 
 
+@functools.cache
+def _process_tests(path: Path) -> frozenset[str]:
+    """Test functions of a module that start a process, directly or through its helpers."""
+    tree = ast.parse(path.read_text())
+    funcs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+
+    def starts_process(name: str, seen: frozenset[str]) -> bool:
+        for node in ast.walk(funcs[name]):
+            if isinstance(node, ast.Name) and node.id == "subprocess":
+                return True
+            if (isinstance(node, ast.Name) and node.id in funcs and node.id not in seen
+                    and starts_process(node.id, seen | {node.id})):
+                return True
+        return False
+
+    return frozenset(n for n in funcs
+                     if n.startswith("test_") and starts_process(n, frozenset({n})))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
+        function = getattr(item, "originalname", item.name)
         uses = INTEGRATION_FIXTURES.intersection(getattr(item, "fixturenames", ()))
-        if uses or item.get_closest_marker("slow"):
+        if (uses or item.get_closest_marker("slow")
+                or function in _process_tests(Path(str(item.fspath)))):
             item.add_marker(pytest.mark.integration)
