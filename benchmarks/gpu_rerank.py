@@ -50,14 +50,18 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
-from reasonrank.backends.base import SamplingParams  # noqa: E402
 from reasonrank.backends.hf import HFBackend  # noqa: E402
 from reasonrank.config import RerankConfig  # noqa: E402
 from reasonrank.core.prompts import PromptBuilder  # noqa: E402
 from reasonrank.io import read_requests  # noqa: E402
 from reasonrank.offline import build_qwen25_tokenizer  # noqa: E402
 from reasonrank.reranker import Reranker  # noqa: E402
-from reasonrank.types import Candidate, Query, Request  # noqa: E402
+from reasonrank.types import (  # noqa: E402
+    Candidate,
+    Query,
+    Request,
+    SamplingParams,
+)
 
 try:
     from transformers.generation.streamers import BaseStreamer

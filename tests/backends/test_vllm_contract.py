@@ -37,11 +37,10 @@ if str(getattr(vllm, "__version__", "")).endswith("+fake"):  # pragma: no cover
 from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs, FinishReason  # noqa: E402
 from vllm.v1.engine.core_client import EngineCoreClient  # noqa: E402
 
-from reasonrank.backends.base import SamplingParams  # noqa: E402
 from reasonrank.backends.vllm import VLLMBackend  # noqa: E402
 from reasonrank.errors import BackendError, ConfigError  # noqa: E402
 from reasonrank.offline import build_qwen25_tokenizer, build_tiny_qwen2  # noqa: E402
-from reasonrank.types import Prompt  # noqa: E402
+from reasonrank.types import Prompt, SamplingParams  # noqa: E402
 
 ANSWER = "<think>passage 2 answers it</think>\n<answer>[2] > [1] > [3]</answer>"
 REPEAT_BUDGET = 7  # a request with this max_tokens ends with vLLM's "repetition" reason
