@@ -315,14 +315,14 @@ def _by_text(tok: Any, record: dict[int, float]) -> dict[str, float]:
     return out
 
 
-def allowed_ids(tok: Any, tokens: Sequence[str]) -> list[int]:
+def allowed_ids(tok: Any, tokens: Sequence[str], backend: str = "hf") -> list[int]:
     """The vocabulary ids of `tokens`, each of which must be one token."""
     ids = []
     for token in tokens:
         enc = tok(token, add_special_tokens=False)["input_ids"]
         if len(enc) != 1:
             raise LogprobsUnavailableError(
-                f"the hf backend cannot restrict generation to {token!r}: this model's "
+                f"the {backend} backend cannot restrict generation to {token!r}: this model's "
                 f"vocabulary encodes it as {len(enc)} tokens"
             )
         ids.append(int(enc[0]))
