@@ -19,9 +19,8 @@ from reasonrank.core.methods import method_class, method_names, register_method
 from reasonrank.core.methods.rank1 import (
     Rank1Method,
     instruction_for,
-    rank1_prompt,
-    true_false_score,
     trim_to_sentence,
+    true_false_score,
 )
 from reasonrank.core.scheduler import Scheduler
 from reasonrank.errors import ConfigError, LogprobsUnavailableError
@@ -249,7 +248,7 @@ def test_budget_follows_an_explicit_max_new_tokens() -> None:
 
 
 def test_vocabulary_without_single_true_false_tokens_is_refused() -> None:
-    with pytest.raises(LogprobsUnavailableError, match="scripted backend.*' true'"):
+    with pytest.raises(LogprobsUnavailableError, match=r"scripted backend.*' true'"):
         _run(ScriptedBackend(split=True), ["good 2"])
 
 
