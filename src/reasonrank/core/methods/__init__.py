@@ -6,12 +6,9 @@ method is one module with a `Method` subclass and a `register_method` line."""
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import Any
 
 from reasonrank.errors import ConfigError
-
-if TYPE_CHECKING:
-    from reasonrank.core.methods.base import Method
 
 __all__ = ["check_method", "method_class", "method_names", "register_method"]
 
@@ -31,7 +28,9 @@ def method_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def method_class(name: str) -> type[Method]:
+def method_class(name: str) -> type[Any]:
+    """The `base.Method` subclass registered as `name` (typed loosely: the registry imports no
+    method module, so that `reasonrank.config` may import it without a cycle)."""
     try:
         target = _REGISTRY[name]
     except KeyError:
@@ -39,7 +38,7 @@ def method_class(name: str) -> type[Method]:
             f"unknown method {name!r}; choose one of: {', '.join(method_names())}"
         ) from None
     module_name, _, attr = target.partition(":")
-    cls: type[Method] = getattr(importlib.import_module(module_name), attr)
+    cls: type[Any] = getattr(importlib.import_module(module_name), attr)
     return cls
 
 
