@@ -206,8 +206,6 @@ class HFBackend(Backend):
             from transformers import LogitsProcessorList
 
             kwargs["logits_processor"] = LogitsProcessorList(processors)
-        if params.stop:
-            kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
         if params.logprobs:
             kwargs.update(output_logits=True, return_dict_in_generate=True)
         return kwargs
@@ -222,6 +220,11 @@ class HFBackend(Backend):
         prompt_tokens = enc["attention_mask"].sum(dim=1).tolist()
         enc = {k: v.to(self.model.device, non_blocking=True) for k, v in enc.items()}
         kwargs = self._generate_kwargs(params)
+        if params.stop:  # on the generated text only (transformers' stop_strings see the prompt)
+            from transformers import StoppingCriteriaList
+
+            kwargs["stopping_criteria"] = StoppingCriteriaList(
+                [_StopOnGenerated(tok, params.stop, enc["input_ids"].shape[1])])
         if params.temperature > 0 and params.seed is not None:
             torch.manual_seed(params.seed)
         with torch.inference_mode():
@@ -344,6 +347,22 @@ def _top_records(logprobs: Any, k: int, chosen: Sequence[int | None],
                 record.setdefault(t, v)
         out.append(record)
     return out
+
+
+class _StopOnGenerated:
+    """A stopping criterion: a row is done once its generated text holds a stop string."""
+
+    def __init__(self, tok: Any, stops: Sequence[str], prompt_width: int) -> None:
+        self.tok, self.stops, self.width = tok, list(stops), prompt_width
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        done = []
+        for row in input_ids[:, self.width:].tolist():
+            tail = self.tok.decode(row[-_STOP_TAIL:], skip_special_tokens=True)
+            done.append(any(stop in tail for stop in self.stops))
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 class _AllowOnly:
