@@ -21,6 +21,7 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from reasonrank.backends.base import Backend, load_tokenizer, split_gguf_path
@@ -314,8 +315,14 @@ def _by_text(tok: Any, record: dict[int, float]) -> dict[str, float]:
     """Token ids -> their texts (the most likely id wins where two decode alike)."""
     out: dict[str, float] = {}
     for token, value in sorted(record.items(), key=lambda kv: -kv[1]):
-        out.setdefault(tok.decode([token]), value)
+        out.setdefault(_token_text(tok, token), value)
     return out
+
+
+@lru_cache(maxsize=1 << 20)
+def _token_text(tok: Any, token: int) -> str:
+    """One token's text (cached: a long generation's log-probabilities repeat most ids)."""
+    return str(tok.decode([token]))
 
 
 def allowed_ids(tok: Any, tokens: Sequence[str], backend: str = "hf") -> list[int]:
