@@ -4,7 +4,8 @@ efficiency claim ("1.8 vs 4.8 s per query on earth science") on your hardware.
 Input: BRIGHT earth_science queries with their ReasonIR top-k lists (`../shared/data`); passage
 texts are synthetic, 0.6-1.8 KB per docid built from TREC DL19 passages (BRIGHT's own texts are
 on the hub only), so that a 20-passage window has about the 5,000-5,700 prompt tokens the
-reference measured on BRIGHT. Both methods run through the same scheduler, concurrency cap and hf backend.
+reference measured on BRIGHT. Both methods run through the same scheduler, concurrency cap
+and hf backend.
 
 1. Counts (no model): prompts, prompt tokens (real Qwen2.5 tokenizer) and generated tokens per
    query, the generated tokens at `--listwise-output-tokens` per window (the reference measured
