@@ -15,6 +15,15 @@ Answers: by default the reverse of the passages the prompt lists (lines that sta
 compute another text from the prompt. Token counts in `usage` are whitespace-separated words;
 an answer longer than `max_tokens` words is cut there with finish_reason "length".
 
+Log-probabilities (completions): a request with `logprobs: N` gets OpenAI's `logprobs` object.
+The answer is split into tokens at whitespace (`word_tokens`); at each position the server scores
+candidate tokens with `token_logits(prompt, tokens, i)` (default `default_token_logits`: the
+answer's own token highest), adds the request's `logit_bias` (token ids resolved through
+`vocab`), takes the log-softmax over them, chooses the most likely one (greedy, so a bias that
+overrules the answer changes the text) and returns the top N with the chosen token. `stop` cuts
+the text before the first stop string and ends the tokens with the one completing it, as vLLM
+does.
+
 Faults: `faults` is a queue consumed one per POST in arrival order (concurrent requests take them
 in whatever order they arrive); once it is empty `default_fault` (None: answer normally) applies
 to every request. `add_faults` appends to the queue while the server runs.
@@ -27,6 +36,7 @@ server chose) and the server tracks the largest number of POSTs in flight at onc
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 import threading
@@ -45,6 +55,26 @@ __all__ = [
     "prompt_text_of",
     "reverse_answer",
 ]
+
+_TOKEN = re.compile(r"\s*\S+")
+
+
+def word_tokens(text: str) -> list[str]:
+    """The fake's tokens: whitespace-separated words with the whitespace before them."""
+    return _TOKEN.findall(text)
+
+
+def default_token_logits(prompt: str, tokens: list[str], i: int) -> dict[str, float]:
+    """Candidate logits at position i: the answer's token 4, " true" and " false" from the
+    prompt's length (deterministic), a filler token 0."""
+    return {tokens[i]: 4.0, " true": float(len(prompt) % 4), " false": 1.5, " maybe": 0.0}
+
+
+def log_softmax(logits: dict[str, float]) -> dict[str, float]:
+    top = max(logits.values())
+    norm = top + math.log(sum(math.exp(v - top) for v in logits.values()))
+    return {k: v - norm for k, v in logits.items()}
+
 
 _LINE_MARKER = re.compile(r"(?m)^\s*\[(\d+)\]")
 _ANY_MARKER = re.compile(r"\[(\d+)\]")
@@ -151,6 +181,8 @@ class FakeOpenAIServer:
         include_usage: bool = True,
         finish_reason: str = "stop",
         model: str | None = None,
+        token_logits: Callable[[str, list[str], int], dict[str, float]] = default_token_logits,
+        vocab: dict[int, str] | None = None,
     ) -> None:
         """`model`: when set, requests for another model get OpenAI's 404 "model not found".
 
@@ -167,6 +199,8 @@ class FakeOpenAIServer:
         self.include_usage = include_usage
         self.finish_reason = finish_reason
         self.model = model
+        self.token_logits = token_logits
+        self.vocab = dict(vocab or {})
         self.default_fault = default_fault
         self.requests: list[RecordedRequest] = []
         self.in_flight = 0
@@ -275,7 +309,10 @@ class FakeOpenAIServer:
         finish = self.finish_reason
         words = text.split()
         max_tokens = body.get("max_tokens")
-        if isinstance(max_tokens, int) and len(words) > max_tokens:
+        logprobs: dict[str, Any] | None = None
+        if body.get("logprobs") and not path.endswith("/chat/completions"):
+            text, words, finish, logprobs = self._with_logprobs(prompt, text, body)
+        elif isinstance(max_tokens, int) and len(words) > max_tokens:
             words = words[:max_tokens]
             text = " ".join(words)
             finish = "length"
@@ -291,7 +328,7 @@ class FakeOpenAIServer:
             data = {"id": "chatcmpl-fake", "object": "chat.completion", "created": created,
                     "model": model, "choices": [choice]}
         else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+            choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}
             data = {"id": "cmpl-fake", "object": "text_completion", "created": created,
                     "model": model, "choices": [choice]}
         if self.include_usage:
@@ -299,6 +336,44 @@ class FakeOpenAIServer:
             data["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
                              "total_tokens": prompt_tokens + len(words)}
         return data
+
+
+    def _with_logprobs(self, prompt: str, answer: str, body: dict[str, Any]
+                       ) -> tuple[str, list[str], str, dict[str, Any]]:
+        """Greedy decoding of `answer`'s tokens under `token_logits` and `logit_bias`, with
+        `stop` and `max_tokens`: (text, tokens, finish reason, OpenAI logprobs object)."""
+        planned = word_tokens(answer) or [" "]
+        bias = {self.vocab[int(k)]: float(v) for k, v in (body.get("logit_bias") or {}).items()
+                if int(k) in self.vocab}
+        n_top = int(body["logprobs"])
+        max_tokens = body.get("max_tokens")
+        limit = max_tokens if isinstance(max_tokens, int) else len(planned)
+        stops = [s for s in body.get("stop") or [] if s]
+        tokens: list[str] = []
+        chosen_lp: list[float] = []
+        tops: list[dict[str, float]] = []
+        finish, cut = "stop", None
+        for i in range(min(limit, len(planned))):
+            logits = self.token_logits(prompt, planned, i)
+            for token, b in bias.items():
+                logits[token] = logits.get(token, -30.0) + b
+            lp = log_softmax(logits)
+            token = max(lp, key=lambda t: lp[t])
+            tokens.append(token)
+            chosen_lp.append(lp[token])
+            tops.append(dict(sorted(lp.items(), key=lambda kv: -kv[1])[:n_top]))
+            so_far = "".join(tokens)
+            found = [so_far.find(s) for s in stops if s in so_far]
+            if found:
+                cut = min(found)
+                break
+        else:
+            if len(tokens) < len(planned):
+                finish = "length"
+        text = "".join(tokens) if cut is None else "".join(tokens)[:cut]
+        logprobs = {"tokens": tokens, "token_logprobs": chosen_lp, "top_logprobs": tops,
+                    "text_offset": [0] * len(tokens)}
+        return text, tokens, finish, logprobs
 
 
 class _Server(ThreadingHTTPServer):

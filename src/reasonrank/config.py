@@ -42,6 +42,10 @@ class RerankConfig:
     model: str = _opt("liuwenhan/reasonrank-7B", "model id or path (a .gguf file works with hf)")
     backend: str = _opt("hf", "generation backend (hf, openai, vllm, fake)")
     tokenizer: str | None = _opt(None, "tokenizer id or path (default: the model's)")
+    method: str = _opt(
+        "listwise", "reranking method: listwise (ReasonRank's sliding windows) or rank1 "
+        "(Rank1's pointwise reasoning: one prompt per document, scored from log-probabilities)"
+    )
     template: str = _opt("reasoning", "prompt template (reasoning, rankgpt, qwen3)")
     window_size: int = _opt(20, "passages per window")
     step: int = _opt(10, "window step, back to front")
@@ -130,6 +134,9 @@ class RerankConfig:
             value = getattr(self, name)
             if value is not None and choices and value not in choices:
                 raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+        from reasonrank.core.methods import check_method
+
+        check_method(self.method, self.backend, self.endpoint)
         from reasonrank.core.prompts import TEMPLATES
 
         if self.template not in TEMPLATES:

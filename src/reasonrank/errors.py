@@ -74,6 +74,10 @@ class BackendError(ReasonRankError, RuntimeError):
     """The generation backend failed in a way retrying will not fix."""
 
 
+class LogprobsUnavailableError(BackendError):
+    """A method needs log-probabilities (or tokens) this backend or endpoint cannot give."""
+
+
 class BackendRequestError(BackendError):
     """The server rejected a request (4xx other than 429); retrying will not help."""
 

@@ -29,7 +29,8 @@ DocLike = str | Candidate | Mapping[str, Any]
 
 
 class Reranker:
-    """A listwise reasoning reranker bound to one model and backend."""
+    """A reasoning reranker (the configured method: listwise or rank1) bound to one model and
+    backend."""
 
     def __init__(
         self,
@@ -58,6 +59,13 @@ class Reranker:
         self.scheduler = Scheduler(self.backend, self.builder, config, on_window)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+
+    def set_dataset(self, dataset: str | None) -> None:
+        """Set the method up for `dataset` ("bright/pony", "scifact", ...): Rank1 takes its
+        per-dataset instruction from it; the listwise method ignores it."""
+        method = self.scheduler.method
+        assert method is not None
+        self.scheduler.method = method.for_dataset(dataset)
 
     # async API
     async def arerank(self, query: str | Query, docs: Sequence[DocLike]) -> RankedResult:

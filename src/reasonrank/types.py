@@ -47,6 +47,10 @@ class ParseStatus(StrEnum):
     NO_ANSWER = "no_answer"  # no <answer> at all: reasoning only, or nothing
     INVALID_DIGITS = "invalid_digits"  # a "digit" int() rejects; the window keeps its order
     FORCED = "answer_forced"  # budget forcing: a complete answer after the forced answer tags
+    # Pointwise methods (one prompt per document; see `reasonrank.core.methods`):
+    SCORED = "scored"  # scored from the generation's last-token log-probabilities
+    SCORE_REPAIRED = "score_repaired"  # scored after the method's repair step
+    SCORE_FALLBACK = "score_fallback"  # no score even after repair: the method's fallback score
 
 
 @dataclass(slots=True)
@@ -68,10 +72,13 @@ class WindowTrace:
     # reasoning, `forced_tokens` the tokens generated after the forced answer tags.
     forced: bool = False
     forced_tokens: int | None = None
+    # Pointwise methods: the document's relevance score (a window of one document).
+    score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         extra = {"raw_finish_reason": self.raw_finish_reason} if self.raw_finish_reason else {}
         forced = {"forced": True, "forced_tokens": self.forced_tokens} if self.forced else {}
+        scored = {"score": self.score} if self.score is not None else {}
         return {
             "start": self.start,
             "end": self.end,
@@ -83,6 +90,7 @@ class WindowTrace:
             "order": self.order,
             "latency_s": round(self.latency_s, 6),
             **forced,
+            **scored,
             "output": self.output,
             **extra,
         }
@@ -103,6 +111,7 @@ class WindowTrace:
             raw_finish_reason=data.get("raw_finish_reason"),
             forced=bool(data.get("forced", False)),
             forced_tokens=data.get("forced_tokens"),
+            score=None if data.get("score") is None else float(data["score"]),
         )
 
 
@@ -178,12 +187,21 @@ class Prompt:
 
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
-    """Decoding settings. The defaults are the reference's: greedy, 3072 + 100 new tokens."""
+    """Decoding settings. The defaults are the reference's: greedy, 3072 + 100 new tokens.
+
+    `stop`: strings that end the generation (the text stops before them; their tokens count).
+    `logprobs`: return the log-probabilities of the top N tokens at each generated position
+    (`Generation.logprobs`; 0 = none). `allowed_tokens`: the tokens (by text, each one token of
+    the vocabulary) the generation may choose from; their log-probabilities are always returned.
+    """
 
     max_new_tokens: int = 3172
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    stop: tuple[str, ...] = ()
+    logprobs: int = 0
+    allowed_tokens: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,3 +213,6 @@ class Generation:
     output_tokens: int | None = None
     finish_reason: str | None = None  # "stop" (EOS) or "length" (budget ran out), or "error"
     raw_finish_reason: str | None = None  # the engine's own reason where it was mapped ("abort")
+    # With `SamplingParams.logprobs`: per generated token, {token text: log-probability} of the
+    # top tokens and the chosen one; None when none were asked for.
+    logprobs: tuple[dict[str, float], ...] | None = None

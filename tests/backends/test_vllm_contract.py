@@ -57,7 +57,9 @@ class StubEngineCore:
 
     Each request gets `answer_ids` one token per step, then EOS; it stops at max_tokens with
     "length" first, like the engine core's `check_stop`, and the EOS is part of the output ids.
-    Records what the front end sent: the prompt token ids, aborts, shutdown.
+    With `logprobs` asked for, each token comes with `stub_top_logprobs` (the sampled token
+    first, as vLLM's sampler sends it). Records what the front end sent: the prompt token ids,
+    the sampling parameters, aborts, shutdown.
     """
 
     engine_ranks_managed = (0,)
@@ -67,6 +69,7 @@ class StubEngineCore:
         self.engine_status = {"status": "healthy"}
         self.resources = type("Resources", (), {"engine_dead": False})()
         self.requests: dict[str, list[int]] = {}
+        self.params: dict[str, Any] = {}
         self.aborted: list[str] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -85,6 +88,7 @@ class StubEngineCore:
     async def add_request_async(self, request: Any) -> None:
         ids = [int(i) for i in request.prompt_token_ids]
         self.requests[request.request_id] = ids
+        self.params[request.request_id] = request.sampling_params
         self._tasks[request.request_id] = asyncio.create_task(self._decode(request))
 
     async def _decode(self, request: Any) -> None:
@@ -106,6 +110,7 @@ class StubEngineCore:
                     reason = FinishReason.REPETITION
                 queue.put_nowait(EngineCoreOutputs(outputs=[EngineCoreOutput(
                     request_id=request.request_id, new_token_ids=[token], finish_reason=reason,
+                    new_logprobs=_logprobs_lists(token, params.logprobs),
                 )]))
                 if reason is not None:
                     return
@@ -176,6 +181,22 @@ def stub_core(artefacts: dict[str, Path]):
     vllm.triton_utils.HAS_TRITON = True
     yield type("Stubs", (), {"made": stubs, "failure": failure, "tokenizer": tokenizer})
     EngineCoreClient.make_async_mp_client, vllm.triton_utils.HAS_TRITON = saved
+
+
+def stub_top_logprobs(token: int, k: int) -> tuple[list[int], list[float]]:
+    """The stub's log-probabilities for a sampled `token`: it (-0.25), then k more ids."""
+    ids = [token, *(token + 1 + j for j in range(k))]
+    return ids, [-0.25 * (1 + j) for j in range(k + 1)]
+
+
+def _logprobs_lists(token: int, k: int | None) -> Any:
+    if not k:
+        return None
+    import numpy as np
+    from vllm.v1.outputs import LogprobsLists
+
+    ids, values = stub_top_logprobs(token, k)
+    return LogprobsLists(np.array([ids]), np.array([values], dtype=np.float32), np.array([1]))
 
 
 def _backend(artefacts: dict[str, Path], tokenizer: str = "qwen", **kwargs: Any) -> VLLMBackend:
@@ -502,3 +523,44 @@ def test_budget_forcing_continues_through_the_engine(artefacts: dict[str, Path],
     assert second == _hf_ids(backend.tokenizer, first_text + head + "</think>\n<answer>")
     assert w.forced_tokens is not None and 0 < w.forced_tokens <= 25
     assert w.output.startswith(head + "</think>\n<answer>")
+
+
+def test_stop_string_cut_by_the_front_end(qwen_backend: VLLMBackend, stub_core: Any) -> None:
+    """vLLM's detokenizer ends the request at a stop string: the text stops before it and the
+    tokens end with the one that completes it (what the rank1 method stops on)."""
+    text = _render(qwen_backend.tokenizer, "stop")
+    gen = _generate(qwen_backend, text, max_new_tokens=200, stop=("</think>",))
+    assert gen.text == ANSWER[:ANSWER.index("</think>")]
+    assert gen.finish_reason == "stop"
+    ids = stub_core.tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
+    complete = next(k for k in range(1, len(ids) + 1)
+                    if "</think>" in stub_core.tokenizer.decode(ids[:k]))
+    assert gen.output_tokens == complete
+
+
+def test_logprobs_reach_the_generation(qwen_backend: VLLMBackend, stub_core: Any) -> None:
+    """`logprobs` goes to the engine and its per-token answer comes back keyed by token text."""
+    text = _render(qwen_backend.tokenizer, "logprobs")
+    gen = _generate(qwen_backend, text, max_new_tokens=4, logprobs=2)
+    assert qwen_backend.stub.params[list(qwen_backend.stub.params)[-1]].logprobs == 2
+    ids = stub_core.tokenizer(ANSWER, add_special_tokens=False)["input_ids"][:4]
+    assert gen.logprobs is not None and len(gen.logprobs) == 4
+    for position, token in zip(gen.logprobs, ids, strict=True):
+        top_ids, values = stub_top_logprobs(token, 2)
+        expected: dict[str, float] = {}
+        for t, v in zip(top_ids, values, strict=True):
+            expected.setdefault(stub_core.tokenizer.decode([t]), v)
+        assert position == pytest.approx(expected)
+    plain = _generate(qwen_backend, text, max_new_tokens=4)
+    assert plain.logprobs is None
+
+
+def test_allowed_tokens_become_allowed_token_ids(qwen_backend: VLLMBackend,
+                                                 stub_core: Any) -> None:
+    tok = stub_core.tokenizer
+    expected = [tok(t, add_special_tokens=False)["input_ids"][0] for t in (" true", " false")]
+    _generate(qwen_backend, _render(qwen_backend.tokenizer, "allowed"), max_new_tokens=1,
+              logprobs=2, allowed_tokens=(" true", " false"))
+    params = qwen_backend.stub.params[list(qwen_backend.stub.params)[-1]]
+    assert list(params.allowed_token_ids) == expected and params.max_tokens == 1
+

@@ -3,11 +3,18 @@
 It reads the passages back from the rendered prompt and answers in the reasoning format, ranking
 them by a fixed strategy: "overlap" (query term overlap, a tiny lexical reranker), "reverse" or
 "identity". `latency` simulates generation time.
+
+Asked for log-probabilities (the rank1 method's pointwise prompts), it judges the passage after
+"Passage:" against the text after "Query:" instead: with k distinct query terms in the passage,
+p(true) = (k + 1) / (k + 2); it closes its reasoning ("</think> true" when p > 1/2, else
+"</think> false", the text cut before it as stop strings do) and gives the last token's
+log-probabilities of " true" and " false".
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from typing import Any
 
@@ -19,6 +26,7 @@ from reasonrank.types import Generation, Prompt, SamplingParams
 _PASSAGE = re.compile(r"^\[(\d+)\] (.*)$", re.MULTILINE)
 _QUERY = re.compile(r"^Search Query: (.*)\.$", re.MULTILINE)
 _WORD = re.compile(r"\w+")
+_POINTWISE = re.compile(r"Query: (.*)\nPassage: (.*)\n<think>", re.DOTALL)
 STRATEGIES = ("overlap", "reverse", "identity")
 
 
@@ -58,9 +66,25 @@ class FakeBackend(Backend):
         reasoning = f"ranked {len(ids)} passages by {self.strategy}"
         return f"<think>{reasoning}</think> <answer>{ranking}</answer>"
 
+    def judge(self, prompt_text: str) -> tuple[str, dict[str, float]]:
+        """The pointwise reasoning and the last token's log-probabilities of a prompt."""
+        match = _POINTWISE.search(prompt_text)
+        query, passage = match.groups() if match else ("", prompt_text)
+        terms = set(_WORD.findall(query.lower())) & set(_WORD.findall(passage.lower()))
+        p_true = (len(terms) + 1) / (len(terms) + 2)
+        reasoning = f"\n{len(terms)} query terms appear in the passage.\n"
+        return reasoning, {" true": math.log(p_true), " false": math.log(1 - p_true)}
+
     async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
         self.calls += 1
         if self.latency:
             await asyncio.sleep(self.latency)
+        if params.logprobs:
+            reasoning, last = self.judge(prompt.text)
+            if params.allowed_tokens:  # one constrained token
+                token = max(params.allowed_tokens, key=lambda t: last.get(t, -math.inf))
+                return Generation(token, None, 1, "length", logprobs=(last,))
+            n = len(reasoning) // 4 + 2
+            return Generation(reasoning, None, n, "stop", logprobs=(({},) * (n - 1)) + (last,))
         text = self.answer(prompt.text)
         return Generation(text, None, len(text) // 4, "stop")

@@ -5,6 +5,10 @@
   left-padded KV cache), so no row waits for the longest one of its batch.
 - "lockstep": a batch of up to `batch_size` prompts goes through one `generate()` call.
 
+Stop strings (`SamplingParams.stop`) end a row once its text contains one (the text is cut before
+it, as vLLM does); `logprobs` returns each generated token's top log-probabilities, taken from
+the model's logits (log-softmax) before any restriction; `allowed_tokens` restricts the choice.
+
 Both start work as soon as the model is free, take only windows whose caller still waits
 (a cancelled window is dropped before it is generated), and run in a worker thread so the event
 loop never blocks. Greedy outputs are the same token for token on either path.
@@ -17,11 +21,12 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from reasonrank.backends.base import Backend, load_tokenizer, split_gguf_path
 from reasonrank.config import RerankConfig
-from reasonrank.errors import BackendError, ConfigError, require
+from reasonrank.errors import BackendError, ConfigError, LogprobsUnavailableError, require
 from reasonrank.types import Generation, Prompt, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -30,6 +35,8 @@ BATCHING_MODES = ("continuous", "lockstep")
 # A running continuous batch returns to the event loop at least this often (decode steps), so
 # newly arrived or cancelled windows are seen promptly.
 _MAX_STEPS_PER_CALL = 16
+# Tokens decoded from a row's end to look for a stop string after each step.
+_STOP_TAIL = 32
 
 
 @dataclass
@@ -193,10 +200,15 @@ class HFBackend(Backend):
             kwargs.update(temperature=params.temperature, top_p=params.top_p)
         else:  # silence "temperature is set but do_sample is False" from model defaults
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        if self.logits_processors:
+        processors = list(self.logits_processors)
+        if params.allowed_tokens:
+            processors.append(_AllowOnly(allowed_ids(tok, params.allowed_tokens)))
+        if processors:
             from transformers import LogitsProcessorList
 
-            kwargs["logits_processor"] = LogitsProcessorList(self.logits_processors)
+            kwargs["logits_processor"] = LogitsProcessorList(processors)
+        if params.logprobs:
+            kwargs.update(output_logits=True, return_dict_in_generate=True)
         return kwargs
 
     def _generate_batch(self, prompts: list[str], params: SamplingParams) -> list[Generation]:
@@ -209,14 +221,31 @@ class HFBackend(Backend):
         prompt_tokens = enc["attention_mask"].sum(dim=1).tolist()
         enc = {k: v.to(self.model.device, non_blocking=True) for k, v in enc.items()}
         kwargs = self._generate_kwargs(params)
+        if params.stop:  # on the generated text only (transformers' stop_strings see the prompt)
+            from transformers import StoppingCriteriaList
+
+            kwargs["stopping_criteria"] = StoppingCriteriaList(
+                [_StopOnGenerated(tok, params.stop, enc["input_ids"].shape[1])])
         if params.temperature > 0 and params.seed is not None:
             torch.manual_seed(params.seed)
         with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
         width = enc["input_ids"].shape[1]
+        sequences = out.sequences if params.logprobs else out
+        rows = sequences[:, width:].tolist()
+        records: list[list[dict[int, float]]] | None = None
+        if params.logprobs:
+            allowed = allowed_ids(tok, params.allowed_tokens)
+            records = [[] for _ in rows]
+            for step, logits in enumerate(out.logits):
+                logprobs = torch.log_softmax(logits.float(), dim=-1)
+                chosen = [row[step] if step < len(row) else None for row in rows]
+                for i, rec in enumerate(_top_records(logprobs, params.logprobs, chosen, allowed)):
+                    records[i].append(rec)
         return [
-            _generation(tok, row, int(n_prompt), self._eos_ids)
-            for row, n_prompt in zip(out[:, width:].tolist(), prompt_tokens, strict=True)
+            _generation(tok, row, int(n_prompt), self._eos_ids, params,
+                        None if records is None else records[i])
+            for i, (row, n_prompt) in enumerate(zip(rows, prompt_tokens, strict=True))
         ]
 
     async def aclose(self) -> None:
@@ -238,14 +267,123 @@ def _fail(batch: list[_Pending], exc: Exception) -> None:
             p.future.set_exception(error)
 
 
-def _generation(tok: Any, row: list[int], prompt_tokens: int, eos_ids: set[int]) -> Generation:
-    """A generated row cut after its first EOS (the EOS counts as an output token)."""
+def _generation(tok: Any, row: list[int], prompt_tokens: int, eos_ids: set[int],
+                params: SamplingParams | None = None,
+                records: list[dict[int, float]] | None = None) -> Generation:
+    """A generated row cut after its first EOS (the EOS counts as an output token), or after
+    the token that completes a stop string (the text then ends before the stop string)."""
     n, finish = len(row), "length"
     for i, token in enumerate(row):
         if token in eos_ids:
             n, finish = i + 1, "stop"
             break
-    return Generation(tok.decode(row[:n], skip_special_tokens=True), prompt_tokens, n, finish)
+    text: str | None = None
+    if params is not None and params.stop:
+        cut = _stop_cut(tok, row[:n], params.stop)
+        if cut is not None:
+            (n, text), finish = cut, "stop"
+    if text is None:
+        text = tok.decode(row[:n], skip_special_tokens=True)
+    logprobs = None
+    if params is not None and params.logprobs and records is not None:
+        logprobs = tuple(_by_text(tok, rec) for rec in records[:n])
+    return Generation(text, prompt_tokens, n, finish, logprobs=logprobs)
+
+
+def _stop_cut(tok: Any, row: list[int], stops: Sequence[str]) -> tuple[int, str] | None:
+    """(tokens up to the one completing the first stop string, the text before it), or None."""
+    text = tok.decode(row, skip_special_tokens=True)
+    found = [i for i in (text.find(s) for s in stops) if i >= 0]
+    if not found:
+        return None
+
+    def has_stop(k: int) -> bool:
+        prefix = tok.decode(row[:k], skip_special_tokens=True)
+        return any(s in prefix for s in stops)
+
+    low, high = 1, len(row)  # the shortest prefix whose text holds a stop string
+    while low < high:
+        mid = (low + high) // 2
+        if has_stop(mid):
+            high = mid
+        else:
+            low = mid + 1
+    return low, text[:min(found)]
+
+
+def _by_text(tok: Any, record: dict[int, float]) -> dict[str, float]:
+    """Token ids -> their texts (the most likely id wins where two decode alike)."""
+    out: dict[str, float] = {}
+    for token, value in sorted(record.items(), key=lambda kv: -kv[1]):
+        out.setdefault(_token_text(tok, token), value)
+    return out
+
+
+@lru_cache(maxsize=1 << 20)
+def _token_text(tok: Any, token: int) -> str:
+    """One token's text (cached: a long generation's log-probabilities repeat most ids)."""
+    return str(tok.decode([token]))
+
+
+def allowed_ids(tok: Any, tokens: Sequence[str], backend: str = "hf") -> list[int]:
+    """The vocabulary ids of `tokens`, each of which must be one token."""
+    ids = []
+    for token in tokens:
+        enc = tok(token, add_special_tokens=False)["input_ids"]
+        if len(enc) != 1:
+            raise LogprobsUnavailableError(
+                f"the {backend} backend cannot restrict generation to {token!r}: this model's "
+                f"vocabulary encodes it as {len(enc)} tokens"
+            )
+        ids.append(int(enc[0]))
+    return ids
+
+
+def _top_records(logprobs: Any, k: int, chosen: Sequence[int | None],
+                 allowed: Sequence[int]) -> list[dict[int, float]]:
+    """Per row of `logprobs` [rows, vocab]: the top `k`, the chosen token and `allowed`."""
+    values, ids = logprobs.topk(min(k, logprobs.shape[-1]), dim=-1)
+    extra = sorted({*allowed, *(c for c in chosen if c is not None)})
+    extra_values = logprobs[:, extra].tolist() if extra else [[] for _ in chosen]
+    out = []
+    for row_ids, row_values, row_extra, token in zip(ids.tolist(), values.tolist(), extra_values,
+                                                     chosen, strict=True):
+        record = dict(zip(row_ids, row_values, strict=True))
+        for t, v in zip(extra, row_extra, strict=True):
+            if t == token or t in allowed:
+                record.setdefault(t, v)
+        out.append(record)
+    return out
+
+
+class _StopOnGenerated:
+    """A stopping criterion: a row is done once its generated text holds a stop string."""
+
+    def __init__(self, tok: Any, stops: Sequence[str], prompt_width: int) -> None:
+        self.tok, self.stops, self.width = tok, list(stops), prompt_width
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        done = []
+        for row in input_ids[:, self.width:].tolist():
+            tail = self.tok.decode(row[-_STOP_TAIL:], skip_special_tokens=True)
+            done.append(any(stop in tail for stop in self.stops))
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+class _AllowOnly:
+    """A logits processor that leaves only `ids` choosable."""
+
+    def __init__(self, ids: Sequence[int]) -> None:
+        self.ids = list(ids)
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        mask = torch.full_like(scores, float("-inf"))
+        mask[:, self.ids] = 0.0
+        return scores + mask
 
 
 class _ContinuousBatch:
@@ -276,6 +414,8 @@ class _ContinuousBatch:
         self.next_ids: Any = None  # [rows, 1]: each row's last sampled token, not yet in the cache
         self.ids: Any = None  # [rows, like mask]: prompt + output ids (only for processors)
         self.generated: list[list[int]] = []
+        self.row_params: list[SamplingParams] = []  # each row's own (stop, logprobs, allowed)
+        self.records: list[list[dict[int, float]]] = []  # each row's logprobs, when asked for
         self.budgets: list[int] = []
         self.prompt_tokens: list[int] = []
         self.params: SamplingParams | None = None
@@ -296,7 +436,7 @@ class _ContinuousBatch:
         self.next_ids = self.next_ids.index_select(0, index)
         if self.ids is not None:
             self.ids = self.ids.index_select(0, index)
-        for name in ("generated", "budgets", "prompt_tokens"):
+        for name in ("generated", "row_params", "records", "budgets", "prompt_tokens"):
             setattr(self, name, [v for v, k in zip(getattr(self, name), keep, strict=True) if k])
         # Columns that are padding in every remaining row are never attended to: drop them.
         unused = int((self.mask.sum(dim=0) == 0).long().cumprod(dim=0).sum())
@@ -330,10 +470,16 @@ class _ContinuousBatch:
     def _finished(self) -> list[tuple[int, Generation]]:
         out = []
         for i, (row, budget) in enumerate(zip(self.generated, self.budgets, strict=True)):
-            if len(row) >= budget or (row and row[-1] in self.eos_ids):
+            params = self.row_params[i]
+            if (len(row) >= budget or (row and row[-1] in self.eos_ids)
+                    or (params.stop and self._stopped(row, params.stop))):
                 out.append((i, _generation(self.tokenizer, row, self.prompt_tokens[i],
-                                           self.eos_ids)))
+                                           self.eos_ids, params, self.records[i])))
         return out
+
+    def _stopped(self, row: list[int], stops: Sequence[str]) -> bool:
+        tail = self.tokenizer.decode(row[-_STOP_TAIL:], skip_special_tokens=True)
+        return any(stop in tail for stop in stops)
 
     def _admit(self, prompts: list[str], params: list[SamplingParams]) -> None:
         import torch
@@ -357,7 +503,9 @@ class _ContinuousBatch:
                 "continuous batching needs a full-attention KV cache; this model's is "
                 f"{type(cache.layers[0]).__name__} (use --hf-batching lockstep)"
             )
-        first = self._sample(out.logits[:, -1, :], ids)
+        first, records = self._sample(out.logits[:, -1, :], ids, params)
+        self.row_params += params
+        self.records += [[r] for r in records]
         self.prompt_tokens += mask.sum(dim=1).tolist()
         self.budgets += [p.max_new_tokens for p in params]
         self.generated += [[t] for t in first.tolist()]
@@ -388,7 +536,9 @@ class _ContinuousBatch:
         positions = self.mask.long().sum(dim=1, keepdim=True) - 1
         out = self.model(input_ids=self.next_ids, attention_mask=self.mask,
                          position_ids=positions, use_cache=True, **{self.cache_kwarg: self.cache})
-        tokens = self._sample(out.logits[:, -1, :], self.ids)
+        tokens, records = self._sample(out.logits[:, -1, :], self.ids, self.row_params)
+        for row_records, record in zip(self.records, records, strict=True):
+            row_records.append(record)
         self.next_ids = tokens[:, None]
         if self.ids is not None:
             self.ids = torch.cat([self.ids, self.next_ids], dim=1)
@@ -396,13 +546,46 @@ class _ContinuousBatch:
         for row, token in zip(self.generated, tokens.tolist(), strict=True):
             row.append(token)
 
-    def _sample(self, logits: Any, ids: Any) -> Any:
+    def _sample(self, logits: Any, ids: Any, rows: Sequence[SamplingParams]
+                ) -> tuple[Any, list[dict[int, float]]]:
+        """The next token of each row, and each row's log-probabilities record (empty unless
+        the row asked for them)."""
+        import torch
+
+        raw = logits
+        tokens = self._choose(logits, ids, rows)
+        records: list[dict[int, float]] = [{} for _ in rows]
+        want = [i for i, p in enumerate(rows) if p.logprobs]
+        if want:
+            chosen = tokens.tolist()
+            logprobs = torch.log_softmax(raw[want].float(), dim=-1)
+            k = max(rows[i].logprobs for i in want)
+            allowed = sorted({t for i in want for t in self._allowed(rows[i])})
+            for i, record in zip(want, _top_records(logprobs, k, [chosen[i] for i in want],
+                                                    allowed), strict=True):
+                mine = set(self._allowed(rows[i]))
+                top = sorted(record.items(), key=lambda kv: -kv[1])[:rows[i].logprobs]
+                records[i] = {t: v for t, v in record.items()
+                              if t in mine or t == chosen[i] or (t, v) in top}
+        return tokens, records
+
+    def _allowed(self, params: SamplingParams) -> list[int]:
+        return allowed_ids(self.tokenizer, params.allowed_tokens) if params.allowed_tokens else []
+
+    def _choose(self, logits: Any, ids: Any, rows: Sequence[SamplingParams]) -> Any:
         import torch
 
         params = self.params
         assert params is not None
         for processor in self.processors:
             logits = processor(ids, logits)
+        if any(p.allowed_tokens for p in rows):
+            mask = torch.zeros_like(logits)
+            for i, p in enumerate(rows):
+                if p.allowed_tokens:
+                    mask[i] = float("-inf")
+                    mask[i, self._allowed(p)] = 0.0
+            logits = logits + mask
         if params.temperature <= 0:
             return logits.argmax(dim=-1)
         probs = torch.softmax(logits.float() / params.temperature, dim=-1)

@@ -14,6 +14,11 @@ Reasoning split out by the server: servers run with a reasoning parser (vLLM/SGL
 and the window traces see the same output on every backend. A `content` that already holds a
 `<think>` block is left as it is.
 
+Log-probabilities (`SamplingParams.logprobs`, the rank1 method): the completions endpoint's
+`logprobs` (top N per token, keyed by token text), `stop` as given, and `allowed_tokens` as a
+`logit_bias` of +100 on their ids (the tokenizer's); the chat endpoint is refused for them with a
+`LogprobsUnavailableError`, and so is a completion that comes back without them.
+
 Errors: 429, 408, 5xx, timeouts and connection errors are retried with exponential backoff and
 jitter (`Retry-After` honoured, capped at `backoff_max`), up to `max_retries` retries; any other
 4xx raises `BackendRequestError` at once with the server's message; exhausted retries and
@@ -39,7 +44,12 @@ import httpx
 from reasonrank.backends.base import Backend, load_tokenizer
 from reasonrank.config import ENDPOINTS
 from reasonrank.core.redact import redact_url
-from reasonrank.errors import BackendError, BackendRequestError, ConfigError
+from reasonrank.errors import (
+    BackendError,
+    BackendRequestError,
+    ConfigError,
+    LogprobsUnavailableError,
+)
 from reasonrank.types import Generation, Prompt, SamplingParams
 
 if TYPE_CHECKING:
@@ -155,9 +165,25 @@ class OpenAIBackend(Backend):
         return self.api_base + path
 
     async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
+        if (params.logprobs or params.allowed_tokens) and self.endpoint != "completions":
+            raise LogprobsUnavailableError(
+                f"the openai backend's {self.endpoint} endpoint (POST {self.url}) cannot give "
+                "the log-probabilities of a raw prompt's continuation; use endpoint completions"
+            )
         body = self._request_body(prompt, params)
+        if params.allowed_tokens:
+            from reasonrank.backends.hf import allowed_ids
+
+            ids = allowed_ids(self.tokenizer, params.allowed_tokens, self.name)
+            body["logit_bias"] = {str(i): 100 for i in ids}
         data = await self._post_with_retries(body)
-        return self._parse(data)
+        gen = self._parse(data)
+        if params.logprobs and gen.logprobs is None:
+            raise LogprobsUnavailableError(
+                f"POST {self.url} returned no logprobs for a completion that asked for "
+                f"{params.logprobs}; the server must support the completions 'logprobs' field"
+            )
+        return gen
 
     async def aclose(self) -> None:
         keeper, loop = self._keeper, self._loop
@@ -313,6 +339,7 @@ class OpenAIBackend(Backend):
             prompt_tokens=_int_or_none(usage.get("prompt_tokens")),
             output_tokens=_int_or_none(usage.get("completion_tokens")),
             finish_reason=choice.get("finish_reason"),
+            logprobs=_completion_logprobs(choice.get("logprobs")),
         )
 
 
@@ -330,8 +357,30 @@ def request_body(model: str, endpoint: str, prompt: Prompt, params: SamplingPara
     body["top_p"] = params.top_p
     if params.seed is not None:
         body["seed"] = params.seed
+    if params.stop:
+        body["stop"] = list(params.stop)
+    if params.logprobs:
+        body["logprobs"] = params.logprobs
     body.update(extra_body or {})
     return body
+
+
+def _completion_logprobs(data: Any) -> tuple[dict[str, float], ...] | None:
+    """A completions choice's `logprobs` as {token text: log-probability} per token (the top
+    alternatives with the chosen token); None when absent or malformed."""
+    if not isinstance(data, dict):
+        return None
+    tokens, chosen, top = data.get("tokens"), data.get("token_logprobs"), data.get("top_logprobs")
+    if not isinstance(tokens, list) or not isinstance(top, list) or len(top) != len(tokens):
+        return None
+    out = []
+    for i, alternatives in enumerate(top):
+        position = {str(k): float(v) for k, v in (alternatives or {}).items()
+                    if isinstance(v, int | float)}
+        if isinstance(chosen, list) and i < len(chosen) and isinstance(chosen[i], int | float):
+            position.setdefault(str(tokens[i]), float(chosen[i]))
+        out.append(position)
+    return tuple(out)
 
 
 def _split_userinfo(url: str) -> tuple[str, httpx.BasicAuth | None]:

@@ -307,6 +307,15 @@ class VLLMBackend(Backend):
         }
         if self._final_only is not None:
             kwargs["output_kind"] = self._final_only
+        if params.stop:
+            kwargs["stop"] = list(params.stop)
+        if params.logprobs:
+            kwargs["logprobs"] = params.logprobs
+        if params.allowed_tokens:
+            from reasonrank.backends.hf import allowed_ids
+
+            kwargs["allowed_token_ids"] = allowed_ids(self.tokenizer, params.allowed_tokens,
+                                                      self.name)
         try:
             return self._vllm.SamplingParams(**kwargs)
         except Exception as exc:  # VLLMValidationError (not a ValueError), ValueError, TypeError
@@ -351,7 +360,23 @@ class VLLMBackend(Backend):
             output_tokens=len(completion.token_ids),
             finish_reason=reason,
             raw_finish_reason=raw if raw != reason else None,
+            logprobs=self._logprobs(completion.logprobs) if sampling.logprobs else None,
         )
+
+    def _logprobs(self, positions: Any) -> tuple[dict[str, float], ...]:
+        """vLLM's per-token {id: Logprob} as {token text: log-probability} (the most likely id
+        wins where two decode alike)."""
+        out = []
+        for position in positions or ():
+            record: dict[str, float] = {}
+            ranked = sorted(position.items(), key=lambda kv: -float(kv[1].logprob))
+            for token_id, entry in ranked:
+                text = entry.decoded_token
+                if text is None:
+                    text = self.tokenizer.decode([token_id])
+                record.setdefault(str(text), float(entry.logprob))
+            out.append(record)
+        return tuple(out)
 
     @staticmethod
     def _request_failure(request_id: str, exc: Exception) -> str:

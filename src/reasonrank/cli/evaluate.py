@@ -285,23 +285,39 @@ def cmd_bright(args: argparse.Namespace) -> int:
             _report_unjudged(str(run_paths[t]), f"BRIGHT {t} gold ids", first)
             scores[t] = _TaskScores(first)
             if reranker is not None and config is not None:
+                reranker.set_dataset(f"bright/{t}")  # Rank1's per-task instruction
                 scores[t].reranked, scores[t].rerank_summary = _rerank_task(
                     reranker, config.top_k, task, run, corpora[t], out, metrics, args)
     finally:
         if reranker is not None:
             reranker.close()
 
-    model = Path(config.model).name if config is not None else None
+    model = _system_name(config)
     report = _bright_report(scores, metrics, data, runs_dir, config, run_paths, out)
     _write_json(out / "bright.json", report)
     if not args.no_plots:
         for t, s in scores.items():
             _plot_task(out / f"{t}.png", t, s, model)
     if not args.quiet:
-        _print_bright_table(scores, model, runs_dir.name)
+        _print_bright_table(scores, model, runs_dir.name, _published_row(config))
         print(f"wrote {out / 'bright.json'}" + ("" if args.no_plots else
               f" and {len(scores)} bar chart(s) {out}/<task>.png"), file=sys.stderr)
     return 0
+
+
+def _system_name(config: Any) -> str | None:
+    """Our reranked row's name: the model, and the method where it is not listwise."""
+    if config is None:
+        return None
+    name = Path(config.model).name
+    return name if config.method == "listwise" else f"{name} ({config.method})"
+
+
+def _published_row(config: Any) -> ReferenceRow | None:
+    """The paper's row our reranked run reproduces: Rank1-7B for the rank1 method."""
+    from reasonrank.evaluation.reference import RANK1_7B
+
+    return RANK1_7B if config is not None and config.method == "rank1" else None
 
 
 def _rerank_task(
@@ -373,6 +389,9 @@ def _bright_report(
         "reference": [row.to_dict() for row in BRIGHT_NDCG10],
         "config": config.to_dict() if config is not None else None,
     }
+    published = _published_row(config)
+    if published is not None:
+        report["published_row"] = published.to_dict()
     if reranked:
         report["average"]["reranked"] = _mean_of(reranked, metrics)
     return report
@@ -398,7 +417,9 @@ def _ours_rows(scores: Mapping[str, _TaskScores], model: str | None,
 
 
 def _print_bright_table(scores: Mapping[str, _TaskScores], model: str | None,
-                        runs_name: str) -> None:
+                        runs_name: str, beside: ReferenceRow | None = None) -> None:
+    """The paper's rows, then ours; with `beside`, our reranked row right after that
+    published row."""
     from rich.table import Table
 
     from reasonrank.datasets.bright import SHORT_NAMES
@@ -412,13 +433,22 @@ def _print_bright_table(scores: Mapping[str, _TaskScores], model: str | None,
     for t in BRIGHT_TASKS:
         table.add_column(SHORT_NAMES[t], justify="right")
     table.add_column("avg", justify="right")
-    for row in BRIGHT_NDCG10:
-        table.add_row(row.system, *(f"{v:.2f}" for v in row.values()), f"{row.avg:.2f}",
-                      style="dim")
-    for name, values in _ours_rows(scores, model, runs_name):
+    ours = _ours_rows(scores, model, runs_name)
+
+    def add_ours(name: str, values: dict[str, float]) -> None:
         cells = [f"{values[t]:.2f}" if t in values else "-" for t in BRIGHT_TASKS]
         avg = sum(values.values()) / len(values)
         table.add_row(name, *cells, f"{avg:.2f}" + ("*" if subset else ""), style="bold")
+
+    paired = ours[1:] if beside is not None else []
+    for row in BRIGHT_NDCG10:
+        table.add_row(row.system, *(f"{v:.2f}" for v in row.values()), f"{row.avg:.2f}",
+                      style="dim")
+        if row is beside:
+            for name, values in paired:
+                add_ours(name, values)
+    for name, values in ours[:1] if paired else ours:
+        add_ours(name, values)
     _console().print(table)
 
 

@@ -30,7 +30,9 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def generate(self, prompt: Prompt, params: SamplingParams) -> Generation:
-        """Complete one prompt."""
+        """Complete one prompt. With `params.stop`, `logprobs` or `allowed_tokens` (pointwise
+        methods), honour them or raise `LogprobsUnavailableError` naming what is missing;
+        `Generation.logprobs` stays None when no log-probabilities were asked for."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release engines, threads and connections."""

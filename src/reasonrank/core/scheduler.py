@@ -1,27 +1,19 @@
-"""The window scheduler: many queries in flight, each walking its own window chain.
+"""The scheduler: many queries in flight, each run by the reranking method (`core.methods`).
 
-Windows of one query run in order (each depends on the last); windows of different queries are
-independent. A global semaphore caps the generations in flight, and as soon as one window
-finishes its query submits the next, so the backend stays full without lock-step batches.
-With a deterministic backend the results equal running the queries one at a time.
-With `prompt_thread` set (the server sets it) prompt preparation (cleaning, truncation, chat
-template) runs in one worker thread, off the event loop, so a large request never stalls the
-loop and a server's other requests; batch runs keep it on the loop, where a finished window's
-successor is rendered and submitted in the same step.
-
-Budget forcing (`force_answer_tokens` > 0, off by default): a window whose generation spent its
-whole budget without closing an answer is continued through the same backend with the
-continuation prompt `prompt + output + forced tags` (the template's `</think>` and `<answer>`)
-and at most `force_answer_tokens` greedy tokens, so every backend that completes a raw prompt
-supports it unchanged.
+Listwise windows of one query run in order (each depends on the last); queries are independent.
+A global semaphore caps the generations in flight (every method holds one slot per generation),
+and as soon as one generation finishes its query submits the next, so the backend stays full
+without lock-step batches. With a deterministic backend the results equal running the queries
+one at a time. With `prompt_thread` set (the server sets it) prompt preparation (cleaning,
+truncation, chat template) runs in one worker thread, off the event loop, so a large request
+never stalls the loop and a server's other requests; batch runs keep it on the loop, where a
+finished window's successor is rendered and submitted in the same step.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sized
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,19 +21,10 @@ from typing import Any, TypeVar
 
 from reasonrank.config import RerankConfig
 from reasonrank.core.backend import Backend
-from reasonrank.core.parsing import extract_answer, parse_ranking
+from reasonrank.core.methods import method_class
+from reasonrank.core.methods.base import Method, ranked_result
 from reasonrank.core.prompts import PromptBuilder
-from reasonrank.core.windows import pass_windows, permute_window
-from reasonrank.types import (
-    Generation,
-    ParseStatus,
-    Prompt,
-    RankedDoc,
-    RankedResult,
-    Request,
-    SamplingParams,
-    WindowTrace,
-)
+from reasonrank.types import RankedResult, Request, WindowTrace
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +42,11 @@ class Scheduler:
     on_window: WindowCallback | None = None
     prompt_thread: bool = False
 
+    method: Method | None = None  # default: the method `config.method` names
+
     def __post_init__(self) -> None:
-        c = self.config
-        self.params = SamplingParams(
-            max_new_tokens=c.max_new_tokens, temperature=c.temperature, seed=c.seed
-        )
+        if self.method is None:
+            self.method = method_class(self.config.method).from_config(self.config, self.builder)
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: asyncio.AbstractEventLoop | None = None
         self._prompt_thread: ThreadPoolExecutor | None = None
@@ -83,78 +66,22 @@ class Scheduler:
             self._prompt_thread.shutdown(wait=True)
             self._prompt_thread = None
 
-    def _semaphore(self) -> asyncio.Semaphore:
+    def slots(self) -> asyncio.Semaphore:
+        """The global cap on generations in flight (one per event loop)."""
         loop = asyncio.get_running_loop()
         if self._slots is None or self._slots_loop is not loop:
             self._slots = asyncio.Semaphore(self.config.in_flight)
             self._slots_loop = loop
         return self._slots
 
-    async def rerank(self, request: Request) -> RankedResult:
-        """Rerank one request: its windows back to front, one after another."""
-        c = self.config
-        prepared = await self.offload(self.builder.prepare, request)
-        slots = self._semaphore()
-        # Items move; `_result` gives the scores (see `RerankConfig.output_scores`).
-        items = list(range(len(request.candidates)))
-        windows: list[WindowTrace] = []
-        # pass p starts at rank_start + step * p, as `run_rank_llm.py` calls each pass
-        spans = pass_windows(len(items), c.window_size, c.step, c.rank_start, c.top_k,
-                             c.num_passes)
-        if not spans and len(items) > max(1, c.rank_start):
-            log.warning(
-                "query %s: window %d / step %d from rank %d over %d candidates runs no window "
-                "(the reference loop stops at once); the first-stage order is kept",
-                request.query.qid, c.window_size, c.step, c.rank_start, len(items),
-            )
-        for pass_index, start, end in spans:
-            passages = [prepared.passages[i] for i in items[start:end]]
-            prompt = await self.offload(self.builder.render, prepared.query, passages)
-            async with slots:
-                began = time.perf_counter()
-                gen = await self.backend.generate(prompt, self.params)
-                forced = await self._force_answer(prompt, gen)
-                latency = time.perf_counter() - began
-            text = gen.text if forced is None else forced[0]
-            parsed = parse_ranking(text, end - start, c.policy)
-            status = parsed.status
-            if forced is not None and status is ParseStatus.OK:
-                status = ParseStatus.FORCED
-            items = permute_window(items, start, end, parsed.order)
-            trace = WindowTrace(
-                start=start, end=end, status=status, output=text,
-                order=parsed.order, prompt_tokens=gen.prompt_tokens,
-                output_tokens=gen.output_tokens,
-                finish_reason=gen.finish_reason if forced is None else forced[1].finish_reason,
-                latency_s=latency, pass_index=pass_index, forced=forced is not None,
-                forced_tokens=None if forced is None else forced[1].output_tokens,
-                raw_finish_reason=(gen if forced is None else forced[1]).raw_finish_reason,
-            )
-            windows.append(trace)
-            if self.on_window is not None:
-                self.on_window(request, trace)
-        return _result(request, items, windows, c.output_scores)
+    def emit(self, request: Request, trace: WindowTrace) -> None:
+        if self.on_window is not None:
+            self.on_window(request, trace)
 
-    async def _force_answer(self, prompt: Prompt, gen: Generation
-                            ) -> tuple[str, Generation] | None:
-        """Budget forcing: where `gen` ran out of budget without a closed answer, continue it
-        after the template's answer tags; the whole output and the continuation, else None."""
-        limit = self.config.force_answer_tokens
-        if not limit or gen.finish_reason != "length":
-            return None
-        if extract_answer(gen.text)[1] not in (ParseStatus.NO_ANSWER, ParseStatus.UNTERMINATED):
-            return None  # the answer is there (closed), whatever its quality
-        suffix = self.builder.template.forced_answer_suffix(gen.text)
-        if suffix is None:
-            return None
-        head = gen.text + suffix
-        continuation = Prompt(
-            text=prompt.text + head,
-            messages=(*prompt.messages, {"role": "assistant", "content": head}),
-        )
-        params = dataclasses.replace(self.params, max_new_tokens=limit, temperature=0.0)
-        more = await self.backend.generate(continuation, params)
-        return head + more.text, more
+    async def rerank(self, request: Request) -> RankedResult:
+        """Rerank one request with the method."""
+        assert self.method is not None
+        return await self.method.rerank(self, request)
 
     async def stream(
         self, requests: Iterable[Request]
@@ -204,22 +131,4 @@ class Scheduler:
         return [results[i] for i in range(len(results))]
 
 
-def _result(request: Request, items: list[int], windows: list[WindowTrace],
-            output_scores: str = "rank") -> RankedResult:
-    """The reranked list: `items[r]` is the candidate at rank r + 1.
-
-    Scores: "rank" gives `n + 1 - rank` (strictly decreasing, exact in any format);
-    "reference" gives each rank the first-stage score of its position (the released code).
-    """
-    cands = request.candidates
-    n = len(items)
-    docs = [
-        RankedDoc(
-            docid=cands[i].docid, rank=pos + 1,
-            score=cands[pos].score if output_scores == "reference" else float(n - pos),
-            text=cands[i].text, title=cands[i].title, first_stage_rank=i + 1,
-            first_stage_score=cands[i].score,
-        )
-        for pos, i in enumerate(items)
-    ]
-    return RankedResult(query=request.query, docs=docs, windows=windows)
+_result = ranked_result  # the listwise result builder's former name here
