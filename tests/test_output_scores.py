@@ -133,9 +133,8 @@ def test_reference_scores_reproduce_the_released_writing_and_its_ties(qwen_token
         f"{float(8 - i)!r}" for i in range(8)]
 
 
-def test_server_relevance_scores_strictly_decrease() -> None:
-    pytest.importorskip("fastapi")
-    from reasonrank.server.app import relevance_score
+def test_relevance_scores_strictly_decrease() -> None:
+    from reasonrank.types import relevance_score
 
     for n in (1, 2, 3, 7, 100, 1000, 4096):
         values = [relevance_score(r, n) for r in range(1, n + 1)]

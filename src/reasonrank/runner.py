@@ -12,7 +12,7 @@ from reasonrank.config import RerankConfig
 from reasonrank.errors import ConfigError
 from reasonrank.io import RunFiles
 from reasonrank.io.outputs import FileLock, hold_lock
-from reasonrank.io.readers import qid_problem
+from reasonrank.io.trec import qid_problem
 from reasonrank.io.writers import check_resume, lock_path
 from reasonrank.reranker import Reranker
 from reasonrank.types import RankedResult, Request

@@ -25,9 +25,6 @@ class Candidate:
     score: float = 0.0
     title: str | None = None
 
-    def with_score(self, score: float) -> Candidate:
-        return Candidate(self.docid, self.text, score, self.title)
-
 
 @dataclass(slots=True)
 class Request:
@@ -133,6 +130,13 @@ class RankedDoc:
     title: str | None = None
     first_stage_rank: int = 0  # 1-based rank before reranking
     first_stage_score: float | None = None
+
+
+def relevance_score(rank: int, n: int) -> float:
+    """The score reported for 1-based `rank` of `n` documents (the server's `relevance_score`,
+    the framework adapters' score): `1 - (rank - 1) / n`, 1.0 at the top, strictly decreasing,
+    always > 0. It carries the order; the listwise model gives no calibrated scores."""
+    return 1.0 - (rank - 1) / n
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reasonrank.core.parsing import ParsedRanking, extract_answer, parse_ranking
+from reasonrank.core.parsing import ParsedRanking, extract_answer, parse_ranking, split_output
 from reasonrank.types import ParseStatus
 
 OK = ParseStatus.OK
@@ -198,6 +198,25 @@ def test_default_policy_is_reproduce() -> None:
 )
 def test_extract_answer(response: str, body: str | None, status: ParseStatus) -> None:
     assert extract_answer(response) == (body, status)
+
+
+@pytest.mark.parametrize(
+    ("output", "reasoning", "answer"),
+    [
+        pytest.param("<think>why</think> <answer>[2] > [1]</answer>", "why", "[2] > [1]",
+                     id="complete"),
+        pytest.param("because</think><answer>[1]", "because", "[1]",
+                     id="think-opened-by-the-template-answer-unterminated"),
+        pytest.param("<think>still thinking", "still thinking", None, id="think-unterminated"),
+        pytest.param("<think>a <answer>[1]", "a", "[1]", id="unterminated-think-ends-at-answer"),
+        pytest.param("x<think>a<think> b </think>", "b", None, id="last-think-before-close"),
+        pytest.param("<THINK>Why</THINK><Answer> [1] </ANSWER>", "Why", "[1]",
+                     id="tags-in-any-case-text-kept"),
+        pytest.param("[1] > [2]", None, None, id="neither"),
+    ],
+)
+def test_split_output(output: str, reasoning: str | None, answer: str | None) -> None:
+    assert split_output(output) == (reasoning, answer)
 
 
 @pytest.mark.parametrize("policy", POLICIES)

@@ -19,7 +19,6 @@ from reasonrank.io import (
     MissingIdsError,
     OutputFormatError,
     RunFiles,
-    TraceWriter,
     build_requests,
     load_requests,
     read_corpus,
@@ -470,11 +469,6 @@ def test_traces(tmp_path: Path) -> None:
         text = (gzip.decompress(data) if name.endswith(".gz") else data).decode()
         assert [json.loads(line) for line in text.splitlines()] == [r.trace_dict() for r in results]
         assert "é" in text and "✓" in text  # UTF-8, not escaped
-        streamed = tmp_path / f"s.{name}"
-        with TraceWriter(streamed) as writer:
-            for r in results:
-                writer.write(r)
-        assert read_back(streamed) == text
     buffer = io.StringIO()
     write_traces(results, buffer)
     assert buffer.getvalue() == read_back(tmp_path / "t.jsonl")

@@ -22,7 +22,7 @@ from helpers import FailingBackend
 from reasonrank import Reranker
 from reasonrank.backends.fake import FakeBackend
 from reasonrank.config import RerankConfig
-from reasonrank.server.app import create_app, split_output
+from reasonrank.server.app import create_app
 from reasonrank.server.background import serve_in_thread
 from reasonrank.server.settings import ServerSettings, load_api_keys
 
@@ -107,6 +107,34 @@ def test_object_documents_and_top_n_beyond_n(server: httpx.Client) -> None:
     assert [x["document"]["text"] for x in results] == [DOCS[i] for i in ORDER]
 
 
+class RecordingBackend(FakeBackend):
+    """The fake model, keeping every prompt it was given."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        super().__init__(tokenizer, "overlap")
+        self.prompts: list[str] = []
+
+    async def generate(self, prompt: Any, params: Any) -> Any:
+        self.prompts.append(prompt.text)
+        return await super().generate(prompt, params)
+
+
+def test_documents_reach_the_model_as_the_python_api_gives_them(qwen_tokenizer: Any) -> None:
+    # titles, ids and first-stage order: the server builds its request as `Reranker.rerank`
+    docs = [{"text": t, "title": f"heading {i}"} for i, t in enumerate(DOCS)]
+    via_api = RecordingBackend(qwen_tokenizer)
+    with make_reranker(via_api) as reranker:
+        expected = reranker.rerank(QUERY, docs).docids
+    via_http = RecordingBackend(qwen_tokenizer)
+    with (serve_in_thread(make_app(via_http)) as url,
+          httpx.Client(base_url=url, timeout=30) as client):
+        r = client.post("/v1/rerank", json={"query": QUERY, "documents": docs})
+    assert r.status_code == 200, r.text
+    assert [str(x["index"]) for x in r.json()["results"]] == expected
+    assert via_http.prompts == via_api.prompts
+    assert "Title: heading 0 Content: rock and stone" in via_api.prompts[0]
+
+
 def test_many_documents_match_the_python_api(server: httpx.Client, qwen_tokenizer: Any) -> None:
     words = [*QUERY.split(), "rock", "rain", "plant", "light"]
     docs = [" ".join(words[(i * 7 + j) % len(words)] for j in range(i % 5 + 1))
@@ -124,13 +152,6 @@ def test_many_documents_match_the_python_api(server: httpx.Client, qwen_tokenize
         assert w["answer"].startswith("[") and w["answer"].count("[") == 20
         assert w["output"].startswith("<think>") and w["output_tokens"] > 0
         assert sorted(w["order"]) == list(range(20)) and w["latency_s"] >= 0
-
-
-def test_split_output() -> None:
-    assert split_output("<think>why</think> <answer>[2] > [1]</answer>") == ("why", "[2] > [1]")
-    assert split_output("because</think><answer>[1]") == ("because", "[1]")
-    assert split_output("<think>still thinking") == ("still thinking", None)
-    assert split_output("[1] > [2]") == (None, None)
 
 
 @pytest.mark.parametrize(("payload", "status", "words"), [

@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
+import reasonrank.cli.main as cli
 from fake_openai_server import FakeOpenAIServer, Fault, prompt_text_of
 from fake_teacher import TOPICS, FakeTeacher, make_corpus
-from reasonrank import cli
 from reasonrank.backends.base import Backend
 from reasonrank.errors import ConfigError, InputFormatError
 from reasonrank.synth import (

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("trl")
 pytest.importorskip("peft")
 
-from reasonrank import cli
+import reasonrank.cli.main as cli
 from reasonrank.errors import ConfigError
 from reasonrank.training.rewards import RewardWeights, score_response
 from reasonrank.training.settings import (

@@ -50,6 +50,7 @@ from reasonrank.errors import (
     ConfigError,
     LogprobsUnavailableError,
 )
+from reasonrank.http_errors import clip, error_detail, message_of
 from reasonrank.types import Generation, Prompt, SamplingParams
 
 if TYPE_CHECKING:
@@ -58,7 +59,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _RETRY_STATUSES = frozenset({408, 429})  # and every 5xx
-_DETAIL_LIMIT = 500  # characters of a non-JSON error body kept in a message
 
 
 class _RetryableError(Exception):
@@ -277,7 +277,7 @@ class OpenAIBackend(Backend):
         status = response.status_code
         if 200 <= status < 300:
             return self._decode(response)
-        detail = _error_detail(response)
+        detail = error_detail(response)
         if status in _RETRY_STATUSES or status >= 500:
             raise _RetryableError(
                 f"HTTP {status}", f"HTTP {status}: {detail}", _retry_after(response)
@@ -303,11 +303,11 @@ class OpenAIBackend(Backend):
         except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError
             raise BackendError(
                 f"POST {self.url} answered HTTP 200 with a body that is not JSON: "
-                f"{_clip(response.text)!r}"
+                f"{clip(response.text)!r}"
             ) from exc
         if not isinstance(data, dict):
             raise BackendError(f"POST {self.url} answered with JSON that is not an object: "
-                               f"{_clip(response.text)!r}")
+                               f"{clip(response.text)!r}")
         return data
 
     # -- responses ---------------------------------------------------------------------------
@@ -316,21 +316,21 @@ class OpenAIBackend(Backend):
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             if "error" in data:
-                raise BackendError(f"POST {self.url} returned an error: {_message_of(data)}")
+                raise BackendError(f"POST {self.url} returned an error: {message_of(data)}")
             raise BackendError(
-                f"POST {self.url} returned no choices: {_clip(json.dumps(data))}"
+                f"POST {self.url} returned no choices: {clip(json.dumps(data))}"
             )
         choice = choices[0]
         if self.endpoint == "completions":
             text = choice.get("text")
             if text is None:
                 raise BackendError(f"POST {self.url} returned a choice without 'text': "
-                                   f"{_clip(json.dumps(choice))}")
+                                   f"{clip(json.dumps(choice))}")
         else:
             message = choice.get("message")
             if not isinstance(message, dict):
                 raise BackendError(f"POST {self.url} returned a choice without 'message': "
-                                   f"{_clip(json.dumps(choice))}")
+                                   f"{clip(json.dumps(choice))}")
             text = _chat_text(message)
         usage = data.get("usage")
         usage = usage if isinstance(usage, dict) else {}
@@ -417,33 +417,6 @@ def _chat_text(message: dict[str, Any]) -> str:
 
 def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _clip(text: str, limit: int = _DETAIL_LIMIT) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _message_of(data: Any) -> str:
-    """The message of an error body: OpenAI's {"error": {"message"}}, or the common variants."""
-    if isinstance(data, dict):
-        error = data.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-        if isinstance(error, str) and error:
-            return error
-        for key in ("message", "detail"):
-            if data.get(key):
-                value = data[key]
-                return value if isinstance(value, str) else json.dumps(value)
-    return _clip(json.dumps(data))
-
-
-def _error_detail(response: httpx.Response) -> str:
-    try:
-        return _message_of(response.json())
-    except ValueError:
-        text = response.text.strip()
-        return _clip(text) if text else response.reason_phrase or "no detail"
 
 
 def _retry_after(response: httpx.Response) -> float | None:

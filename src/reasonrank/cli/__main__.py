@@ -2,6 +2,6 @@
 
 import sys
 
-from reasonrank.cli import main
+from reasonrank.cli.main import main
 
 sys.exit(main())

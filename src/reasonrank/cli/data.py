@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from reasonrank.cli.console import console, track
 from reasonrank.training.records import DEFAULT_THRESHOLD, DEFAULT_WINDOW
 
 
@@ -90,12 +91,6 @@ def _check_outputs(args: argparse.Namespace, **outputs: Any) -> None:
     check_outputs(outputs, {"SOURCE": inputs})
 
 
-def _console(quiet: bool) -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True, quiet=quiet)
-
-
 def cmd_check(args: argparse.Namespace) -> int:
     from reasonrank.training.records import ensure_valid, read_training_set
 
@@ -104,7 +99,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     for record in data.records:
         counts[record.dataset] = counts.get(record.dataset, 0) + 1
     if not args.quiet:
-        from rich.console import Console
         from rich.table import Table
 
         table = Table()
@@ -112,9 +106,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         table.add_column("records", justify="right")
         for name, n in sorted(counts.items()):
             table.add_row(name, str(n))
-        console = Console()
-        console.print(f"{len(data.records)} records: no problems")
-        console.print(table)
+        out = console()
+        out.print(f"{len(data.records)} records: no problems")
+        out.print(table)
     return 0
 
 
@@ -160,9 +154,7 @@ def cmd_filter(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps({"threshold": args.threshold, "domains": rows}) + "\n")
     elif not args.quiet:
-        from rich.console import Console
-
-        Console().print(_report_table(rows, args.threshold))
+        console().print(_report_table(rows, args.threshold))
     return 0
 
 
@@ -178,19 +170,9 @@ def cmd_split(args: argparse.Namespace) -> int:
     write_records(first, args.output[0])
     write_records(second, args.output[1])
     if not args.quiet:
-        from rich.console import Console
-
-        Console().print(f"{len(first)} records -> {args.output[0]}, {len(second)} records -> "
+        console().print(f"{len(first)} records -> {args.output[0]}, {len(second)} records -> "
                         f"{args.output[1]}")
     return 0
-
-
-def _progress(items: Iterable[Any], total: int | None, what: str, quiet: bool
-              ) -> Iterator[Any]:
-    from reasonrank.cli.main import progress_bar
-
-    with progress_bar(quiet) as bar:
-        yield from bar.track(items, total=total, description=what)
 
 
 def _load_for_examples(args: argparse.Namespace) -> Any:
@@ -275,9 +257,9 @@ def _build(args: argparse.Namespace, kind: str,
         tokenizer, fmt = _prompt_format(args, data)
         builder = PromptBuilder(tokenizer, fmt.template, fmt.max_passage_tokens)
         rows, total = from_records(data, builder, fmt), len(data.records)
-    n = write_examples(_progress(rows, total, f"{kind} examples", args.quiet), args.output)
+    n = write_examples(track(rows, total, f"{kind} examples", args.quiet), args.output)
     if not args.quiet:
-        _console(False).print(f"wrote {n} {kind.upper()} examples to {args.output}")
+        console(stderr=True).print(f"wrote {n} {kind.upper()} examples to {args.output}")
     return 0
 
 

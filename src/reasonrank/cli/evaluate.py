@@ -7,11 +7,11 @@ import argparse
 import dataclasses
 import json
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reasonrank.cli.console import console, progress_bar, say
 from reasonrank.evaluation.reference import BRIGHT_TASKS
 
 if TYPE_CHECKING:
@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from reasonrank.evaluation.reference import ReferenceRow
 
 _SHOWN = 5  # unjudged query ids listed on stderr
-_TABLE_WIDTH = 160  # rich's width when stdout is not a terminal (else 80 squeezes the table)
 _RERANK_GROUPS = ("rerank", "hf", "openai", "vllm")
 
 
@@ -90,8 +89,8 @@ def _report_unjudged(run: str, qrels: str, result: EvalResult) -> None:
         return
     ids = result.unjudged
     shown = ", ".join(ids[:_SHOWN]) + (", ..." if len(ids) > _SHOWN else "")
-    print(f"note: {len(ids)} query(ies) of {run} have no judgements in {qrels} and are not "
-          f"averaged: {shown}", file=sys.stderr)
+    say(f"note: {len(ids)} query(ies) of {run} have no judgements in {qrels} and are not "
+        f"averaged: {shown}")
 
 
 def _finite(obj: Any) -> Any:
@@ -103,15 +102,6 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [_finite(v) for v in obj]
     return obj
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=_TABLE_WIDTH)
-    return console
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -156,19 +146,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from rich.table import Table
 
-    console = _console()
-    console.print(f"{args.run}: {result.queries} queries scored"
-                  + (", excluded ids removed" if exclude else ""), markup=False, highlight=False)
+    stdout = console()
+    stdout.print(f"{args.run}: {result.queries} queries scored"
+                 + (", excluded ids removed" if exclude else ""), markup=False, highlight=False)
     table = Table()
     table.add_column("metric")
     table.add_column("mean", justify="right")
     table.add_column("x100", justify="right")
     for m in metrics:
         table.add_row(m, f"{result.mean[m]:.4f}", f"{100 * result.mean[m]:.2f}")
-    console.print(table)
+    stdout.print(table)
     if comparisons:
-        console.print(f"B = {args.compare} against A = {args.run}, paired over the queries "
-                      "both have", markup=False, highlight=False)
+        stdout.print(f"B = {args.compare} against A = {args.run}, paired over the queries "
+                     "both have", markup=False, highlight=False)
         table = Table()
         for col in ("metric", "n", "A", "B", "B - A", "t", "p (t-test)", "p (permutation)",
                     "wins/ties/losses of B"):
@@ -177,7 +167,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             table.add_row(c.metric, str(c.n), f"{c.mean_a:.4f}", f"{c.mean_b:.4f}",
                           f"{c.mean_diff:+.4f}", f"{c.t_stat:.3f}", _p(c.p_ttest),
                           _p(c.p_permutation), f"{c.wins}/{c.ties}/{c.losses}")
-        console.print(table)
+        stdout.print(table)
     return 0
 
 
@@ -258,7 +248,7 @@ def cmd_bright(args: argparse.Namespace) -> int:
         config = config_from_args(args)
     elif _given_config_flags(args) or args.corpus_dir:
         ignored = [*_given_config_flags(args), *(["--corpus-dir"] if args.corpus_dir else [])]
-        print(f"note: {', '.join(ignored)} ignored without --rerank", file=sys.stderr)
+        say(f"note: {', '.join(ignored)} ignored without --rerank")
     if not args.no_plots:
         require("matplotlib", "plots", "the bar charts of `reasonrank bright` (or --no-plots)")
     if args.rerank:
@@ -300,8 +290,8 @@ def cmd_bright(args: argparse.Namespace) -> int:
             _plot_task(out / f"{t}.png", t, s, model)
     if not args.quiet:
         _print_bright_table(scores, model, runs_dir.name, _published_row(config))
-        print(f"wrote {out / 'bright.json'}" + ("" if args.no_plots else
-              f" and {len(scores)} bar chart(s) {out}/<task>.png"), file=sys.stderr)
+        say(f"wrote {out / 'bright.json'}" + ("" if args.no_plots else
+            f" and {len(scores)} bar chart(s) {out}/<task>.png"))
     return 0
 
 
@@ -325,9 +315,6 @@ def _rerank_task(
     metrics: Sequence[str], args: argparse.Namespace,
 ) -> tuple[EvalResult, dict[str, Any]]:
     """Rerank one task's run into OUT/runs/<task>.txt (+ traces) and score the written run."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from reasonrank.datasets.bright import read_documents
     from reasonrank.io import read_run
     from reasonrank.runner import rerank_to_files
@@ -337,9 +324,7 @@ def _rerank_task(
     trace_out = out / "traces" / f"{task.name}.jsonl"
     run_out.parent.mkdir(parents=True, exist_ok=True)
     trace_out.parent.mkdir(parents=True, exist_ok=True)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=Console(stderr=True), disable=args.quiet)
-    with progress:
+    with progress_bar(args.quiet) as progress:
         bar = progress.add_task(f"reranking {task.name}", total=len(requests))
         summary = rerank_to_files(reranker, requests, str(run_out), str(trace_out),
                                   resume=args.resume, tag=args.tag,
@@ -449,7 +434,7 @@ def _print_bright_table(scores: Mapping[str, _TaskScores], model: str | None,
                 add_ours(name, values)
     for name, values in ours[:1] if paired else ours:
         add_ours(name, values)
-    _console().print(table)
+    console().print(table)
 
 
 def _plot_task(path: Path, task: str, scores: _TaskScores, model: str | None) -> None:

@@ -235,16 +235,5 @@ def print_json(obj: object) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
 
 
-def progress_bar(quiet: bool, transient: bool = False,
-                 description: str = "{task.description}") -> Any:
-    """The CLI's rich progress bar on stderr: description, bar, done/total, elapsed time."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=Console(stderr=True), disable=quiet,
-                    transient=transient)
-
-
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

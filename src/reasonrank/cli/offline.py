@@ -15,6 +15,8 @@ import argparse
 import sys
 from typing import Any
 
+from reasonrank.cli.console import say
+
 
 def register(sub: Any) -> None:  # argparse's subparsers action
     """Add `offline` and its subcommands to the `reasonrank` parser."""
@@ -43,7 +45,7 @@ def register(sub: Any) -> None:  # argparse's subparsers action
 
 def _done(what: str, path: Any) -> int:
     sys.stdout.write(f"{path}\n")
-    sys.stderr.write(f"wrote {what} to {path}\n")
+    say(f"wrote {what} to {path}")
     return 0
 
 

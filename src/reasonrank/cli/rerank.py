@@ -7,15 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
-from reasonrank.cli.main import config_from_args, print_json, progress_bar
+from reasonrank.cli.console import console, progress_bar, quiet_libraries
+from reasonrank.cli.main import config_from_args, print_json
 from reasonrank.errors import InputFormatError
 from reasonrank.runner import RunSummary, rerank_to_files
 from reasonrank.types import ParseStatus
-
-err = Console(stderr=True)
 
 
 def cmd_rerank(args: argparse.Namespace) -> int:
@@ -26,7 +24,7 @@ def cmd_rerank(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     if args.quiet:
-        _quiet_libraries()
+        quiet_libraries()
     traces = args.traces or f"{args.output}.traces.jsonl"
     check_outputs({"--output": args.output, "--traces": traces},
                   {"--requests": args.requests, "--run": args.run, "--corpus": args.corpus,
@@ -108,9 +106,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         model = str(smollm2_gguf_path())
     requests, qrels = demo.load_sample()
-    console = Console()
+    out, err = console(), console(stderr=True)
     if args.quiet:
-        _quiet_libraries()
+        quiet_libraries()
     if not args.quiet:
         err.print(f"[bold]reasonrank demo[/]: {len(requests)} queries x 20 passages, "
                   f"model {Path(model).name}, backend {args.backend}")
@@ -133,11 +131,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             top = "  ".join(
                 f"{d.first_stage_rank}{'*' * judged.get(d.docid, 0)}" for d in res.docs[:10]
             )
-            statuses = ", ".join(w.status.value for w in res.windows)
-            console.print(f"[bold]{res.query.qid}[/] {res.query.text}")
-            console.print(f"  new top-10 (first-stage ranks, * = relevance): {top}")
-            console.print(f"  windows: {statuses}")
-            console.print(f"  answer: {json.dumps(res.windows[-1].output[-160:])}")
+            windows = ", ".join(w.status.value for w in res.windows)
+            out.print(f"[bold]{res.query.qid}[/] {res.query.text}")
+            out.print(f"  new top-10 (first-stage ranks, * = relevance): {top}")
+            out.print(f"  windows: {windows}")
+            out.print(f"  answer: {json.dumps(res.windows[-1].output[-160:])}")
     table = Table(title="NDCG@10 (x100)")
     for col in ("query", "first stage", "reranked"):
         table.add_column(col, justify="right" if col != "query" else "left")
@@ -147,25 +145,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     before = 100 * sum(r.first_stage for r in rows) / n
     after = 100 * sum(r.reranked for r in rows) / n
     table.add_row("mean", f"{before:.2f}", f"{after:.2f}", style="bold")
-    console.print(table)
+    out.print(table)
     statuses = {s.value: 0 for s in ParseStatus}
     for res in results:
         for w in res.windows:
             statuses[w.status.value] += 1
-    console.print("parse statuses: " + ", ".join(f"{k}={v}" for k, v in statuses.items() if v))
+    out.print("parse statuses: " + ", ".join(f"{k}={v}" for k, v in statuses.items() if v))
     return 0
-
-
-def _quiet_libraries() -> None:
-    """Silence the progress bars that transformers and the hub draw while loading a model."""
-    import os
-
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:
-        return
-    hf_logging.disable_progress_bar()
 
 
 def _print_summary(s: RunSummary, output: str, traces: str) -> None:
@@ -181,4 +167,4 @@ def _print_summary(s: RunSummary, output: str, traces: str) -> None:
     table.add_row("seconds per query", f"{s.seconds_per_query:.2f}")
     table.add_row("run", output)
     table.add_row("traces", traces)
-    err.print(table)
+    console(stderr=True).print(table)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from contextlib import AbstractContextManager
 from typing import Any
+
+from reasonrank.cli.console import counter, progress_bar, quiet_libraries, say
 
 DEFAULT_FUSED_DEPTH = 1000
 
@@ -76,25 +76,6 @@ def register(sub: Any) -> None:  # argparse's subparsers action
                     output_files=("output",))
 
 
-def _console() -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr)
-
-
-def _progress(quiet: bool, description: str, total: int) -> tuple[AbstractContextManager[Any], Any]:
-    """A rich progress bar on stderr and a callback advancing it by n."""
-    from reasonrank.cli.main import progress_bar
-
-    bar = progress_bar(quiet, transient=True)
-    task = bar.add_task(description, total=total)
-    return bar, lambda n: bar.advance(task, n)
-
-
 def _input(path: str) -> str:
     """`path`, or a clear error (exit 2) when it is not a readable file."""
     from pathlib import Path
@@ -123,12 +104,13 @@ def cmd_index(args: argparse.Namespace) -> int:
     check_outputs({"--index": args.index}, {"--corpus": args.corpus})
     start = time.perf_counter()
     corpus = _read_corpus(args.corpus)
-    bar, advance = _progress(args.quiet, "encoding" if args.dense else "indexing", len(corpus))
+    bar = progress_bar(args.quiet, transient=True)
+    advance = counter(bar, "encoding" if args.dense else "indexing", len(corpus))
     if args.dense:
         from reasonrank.retrieval.dense import DenseIndex
 
         if args.quiet:
-            _quiet_libraries()
+            quiet_libraries()
         with bar:
             index: Any = DenseIndex.build(corpus, args.dense, batch_size=args.batch_size,
                                           device=args.device, fields=args.fields,
@@ -148,7 +130,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     index.save(args.index)
     if not args.quiet:
         elapsed = time.perf_counter() - start
-        _say(f"indexed {len(corpus):,} documents, {what}, in {elapsed:.1f} s "
+        say(f"indexed {len(corpus):,} documents, {what}, in {elapsed:.1f} s "
                          f"-> {args.index}")
     return 0
 
@@ -167,12 +149,13 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     if args.dense and kind != "dense":
         raise ConfigError(f"--dense needs a dense index, but {args.index} is a {kind} index")
     queries = require_items(args.queries, read_queries(_input(args.queries)), "queries")
-    bar, advance = _progress(args.quiet, "retrieving", len(queries))
+    bar = progress_bar(args.quiet, transient=True)
+    advance = counter(bar, "retrieving", len(queries))
     if kind == "dense":
         from reasonrank.retrieval.dense import DenseIndex
 
         if args.quiet:
-            _quiet_libraries()
+            quiet_libraries()
         index: Any = DenseIndex.load(args.index, model=args.dense, device=args.device)
         with bar:
             run = index.search(queries, args.k, batch_size=args.batch_size or 64,
@@ -189,7 +172,7 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
         empty = sum(1 for docs in run.values() if not docs)
         note = f" ({empty} without any match)" if empty else ""
         elapsed = time.perf_counter() - start
-        _say(
+        say(
             f"retrieved {lines:,} results for {len(run):,} queries{note} from {len(index):,} "
             f"documents ({kind}, k={args.k}) in {elapsed:.1f} s -> {args.output}"
         )
@@ -218,19 +201,6 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     fused = {qid: docs[: args.k] for qid, docs in fused.items()}
     lines = write_run(fused, args.output, tag=args.tag or args.method)
     if not args.quiet:
-        _say(f"fused {len(runs)} runs ({args.method}) into {lines:,} results for "
+        say(f"fused {len(runs)} runs ({args.method}) into {lines:,} results for "
                          f"{len(fused):,} queries -> {args.output}")
     return 0
-
-
-def _quiet_libraries() -> None:
-    """Silence the progress bars and info logs of transformers and sentence-transformers."""
-    import logging
-
-    for name in ("sentence_transformers", "transformers"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:  # pragma: no cover - the dense extra brings transformers
-        return
-    hf_logging.disable_progress_bar()

@@ -41,7 +41,7 @@ class _Bars:
     """A rich progress bar per stage on stderr; callable as the pipeline's progress hook."""
 
     def __init__(self, quiet: bool) -> None:
-        from reasonrank.cli.main import progress_bar
+        from reasonrank.cli.console import progress_bar
 
         self.bar = progress_bar(quiet, description="{task.description:<10}")
         self.tasks: dict[str, Any] = {}
@@ -75,6 +75,7 @@ def _print_summary(synth: Any, as_json: bool) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    from reasonrank.cli.console import say
     from reasonrank.synth import BudgetExceeded, Synthesizer, TooFewRecords, open_workdir
 
     _check_new_workdir(args)
@@ -93,8 +94,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
                 _print_summary(synth, args.json)
             raise
         except KeyboardInterrupt:
-            print("interrupted; finished queries and every teacher answer received are saved: "
-                  "rerun the same command to continue", file=sys.stderr)
+            say("interrupted; finished queries and every teacher answer received are saved: "
+                "rerun the same command to continue")
             return 130
         if not args.quiet or args.json:
             _print_summary(synth, args.json)

@@ -46,26 +46,8 @@ def register(sub: Any) -> None:  # argparse's subparsers action
     mg.set_defaults(handler="reasonrank.cli.train:cmd_train_merge", output_dirs=("output",))
 
 
-def _quiet() -> None:
-    """Silence the libraries' progress bars, info logs and deprecation warnings."""
-    import warnings
-
-    import transformers
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    try:
-        import datasets
-
-        datasets.disable_progress_bars()
-        datasets.logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover - datasets comes with trl
-        pass
-
-
 def _run(args: argparse.Namespace) -> int:
+    from reasonrank.cli.console import quiet_libraries
     from reasonrank.errors import require
 
     for module in ("torch", "transformers", "trl", "datasets", "yaml"):
@@ -75,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, args.train_kind, args.overrides)
     if args.quiet:
         settings.progress = "none"
-        _quiet()
+        quiet_libraries()
     if args.train_kind == "sft":
         from reasonrank.training.sft import train_sft
 
@@ -98,7 +80,7 @@ def cmd_train_grpo(args: argparse.Namespace) -> int:
 
 
 def _summary(kind: str, result: Any) -> None:
-    from rich.console import Console
+    from reasonrank.cli.console import console
 
     rows = [("output dir", str(result.output_dir)), ("model", str(result.final_checkpoint))]
     if result.adapter_dir is not None:
@@ -115,15 +97,14 @@ def _summary(kind: str, result: Any) -> None:
     runtime = result.metrics.get("train_runtime")
     if runtime is not None:
         rows.append(("runtime", f"{runtime:.1f} s"))
-    console = Console()
-    console.print(f"[bold]reasonrank train {kind}[/]: done", highlight=False)
+    out = console()
+    out.print(f"[bold]reasonrank train {kind}[/]: done", highlight=False)
     for label, value in rows:
-        console.print(f"  {label:<16} {value}", soft_wrap=True, highlight=False)
+        out.print(f"  {label:<16} {value}", soft_wrap=True, highlight=False)
 
 
 def cmd_train_merge(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from reasonrank.cli.console import console
     from reasonrank.io.outputs import check_outputs
     from reasonrank.training.checkpoint import check_causal_lm, merge_lora
 
@@ -131,6 +112,6 @@ def cmd_train_merge(args: argparse.Namespace) -> int:
                   {"ADAPTER": args.adapter, "--base-model": args.base_model})
     out = merge_lora(args.adapter, args.output, base_model=args.base_model, dtype=args.dtype)
     summary = check_causal_lm(out)
-    Console().print(f"merged [bold]{args.adapter}[/] into [bold]{out}[/] "
+    console().print(f"merged [bold]{args.adapter}[/] into [bold]{out}[/] "
                     f"(eos ids {summary['eos_token_id']})")
     return 0

@@ -1,4 +1,5 @@
-"""Turn a model's answer into a permutation of the window, never raising (reference section 3).
+"""Read a model's output: its reasoning and answer blocks (`split_output`), and the answer as a
+permutation of the window, never raising (`parse_ranking`, reference section 3).
 
 Policies:
 - "reproduce" (default): the released code's behaviour. With no <answer> at all, the numbers
@@ -16,6 +17,10 @@ from reasonrank.types import ParseStatus
 POLICIES = ("reproduce", "strict")
 
 _THINK_ANSWER = re.compile(r"<think>.*?</think>\s*<answer>(.*?)</answer>", re.DOTALL)
+_THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
+_THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
+_ANSWER_OPEN = re.compile(r"<answer>", re.IGNORECASE)
+_ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL | re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,8 +29,26 @@ class ParsedRanking:
     status: ParseStatus
 
 
+def split_output(output: str) -> tuple[str | None, str | None]:
+    """The reasoning (inside `<think>...</think>`) and the answer (inside `<answer>...</answer>`)
+    of an output, stripped; None where absent. Tags match in any case. A `</think>` without its
+    `<think>` (opened by the chat template) closes a reasoning that starts the output; an
+    unterminated block runs to the end (the reasoning up to an `<answer>`)."""
+    reasoning = None
+    close = _THINK_CLOSE.search(output)
+    if close is not None:
+        reasoning = _THINK_OPEN.split(output[:close.start()])[-1].strip()
+    elif (opened := _THINK_OPEN.search(output)) is not None:
+        reasoning = _ANSWER_OPEN.split(output[opened.end():], maxsplit=1)[0].strip()
+    answer = _ANSWER.search(output)
+    return reasoning, answer.group(1).strip() if answer is not None else None
+
+
 def extract_answer(response: str) -> tuple[str | None, ParseStatus]:
-    """The part of `response` the ids are read from, and what was found (steps 1-3)."""
+    """The part of `response` the ids are read from, and what was found (steps 1-3).
+
+    The released code's rule, kept exactly (unlike `split_output`): the text is lowercased,
+    and without a complete think-then-answer pair the last `<answer>` starts the body."""
     match = _THINK_ANSWER.search(response.lower())
     if match:
         return match.group(1).strip(), ParseStatus.OK
@@ -67,7 +90,3 @@ def parse_ranking(response: str, num: int, policy: str = "reproduce") -> ParsedR
         status = ParseStatus.REPAIRED
     return ParsedRanking(order, status)
 
-
-def apply_order(items: list, order: list[int]) -> list:
-    """Reorder `items` by a permutation from `parse_ranking`."""
-    return [items[i] for i in order]

@@ -14,16 +14,15 @@ def sliding_windows(
     step: int = 10,
     rank_start: int = 0,
     top_k: int = 100,
-    num_passes: int = 1,
 ) -> list[tuple[int, int]]:
-    """The `[start, end)` windows in the order they run, exactly as the released code walks them.
+    """The `[start, end)` windows of one pass in the order they run, exactly as the released
+    code walks them.
 
     100 candidates give [80,100), [70,90), ..., [0,20); 45 give [25,45), [15,35), [5,25), [0,15).
-    Pass p (0-based) is the same loop from `rank_start + step * p`, as `run_rank_llm.py` calls
-    each pass (`rank_start=step_size * pass_ct`); `pass_windows` says which pass each is in.
+    `pass_windows` gives the windows of several passes.
     """
     return [(start, end) for _, start, end in pass_windows(
-        num_candidates, window_size, step, rank_start, top_k, num_passes)]
+        num_candidates, window_size, step, rank_start, top_k)]
 
 
 def pass_windows(
@@ -34,7 +33,11 @@ def pass_windows(
     top_k: int = 100,
     num_passes: int = 1,
 ) -> list[tuple[int, int, int]]:
-    """`(pass, start, end)` of every window, in the order they run (see `sliding_windows`)."""
+    """`(pass, start, end)` of every window, in the order they run (see `sliding_windows`).
+
+    Pass p (0-based) is the same loop from `rank_start + step * p`, as `run_rank_llm.py` calls
+    each pass (`rank_start=step_size * pass_ct`).
+    """
     if window_size < 1 or step < 1 or num_passes < 0 or rank_start < 0:
         raise ValueError("window_size and step must be >= 1; rank_start, num_passes >= 0")
     rank_end = min(top_k, num_candidates)

@@ -7,16 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from reasonrank.errors import BackendError, ConfigError
-
-
-def rank_score(rank: int, n: int) -> float:
-    """The relevance score of an in-process result at 1-based `rank` of `n` documents.
-
-    `1 - (rank - 1) / n`, the score the reasonrank server reports (see
-    `reasonrank.server.schemas.SCORE_NOTE`): 1.0 at the top, strictly decreasing, always > 0.
-    The listwise model outputs an order, not calibrated scores.
-    """
-    return 1.0 - (rank - 1) / n
+from reasonrank.types import relevance_score
 
 
 def check_source(reranker: Any, client: Any, owner: str) -> None:
@@ -58,7 +49,7 @@ async def arank_texts(
 
 def _from_result(result: Any, n: int, top_n: int | None) -> list[tuple[int, float]]:
     # string documents get docids "0", "1", ... (their input positions)
-    pairs = [(int(doc.docid), rank_score(doc.rank, n)) for doc in result.docs]
+    pairs = [(int(doc.docid), relevance_score(doc.rank, n)) for doc in result.docs]
     if sorted(i for i, _ in pairs) != list(range(n)):
         raise BackendError(f"the reranker returned {len(pairs)} documents for {n} inputs")
     return pairs if top_n is None else pairs[:top_n]

@@ -24,7 +24,6 @@ from reasonrank.io.readers import (
 from reasonrank.io.writers import (
     OutputFormatError,
     RunFiles,
-    TraceWriter,
     format_score,
     write_traces,
     write_trec,
@@ -37,7 +36,6 @@ __all__ = [
     "Qrels",
     "Run",
     "RunFiles",
-    "TraceWriter",
     "build_requests",
     "format_score",
     "load_requests",

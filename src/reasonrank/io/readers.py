@@ -10,13 +10,21 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from typing import Any, NamedTuple, TypeVar
 
 from reasonrank.errors import ConfigError, EmptyInputError, InputFormatError, ReasonRankError
 from reasonrank.io._files import StrPath, base_name, excerpt, iter_lines, load_json, read_text
+from reasonrank.io.trec import (
+    SEPARATOR,
+    RecordError,
+    docid_problem,
+    parse_int,
+    parse_run_line,
+    qid_problem,
+    split_ends,
+)
 from reasonrank.types import Candidate, Query, Request
 
 V = TypeVar("V")
@@ -36,7 +44,6 @@ QUERY_TEXT_FIELDS = ("text", "query")
 
 _JSON_NAMES = (".jsonl", ".json", ".ndjson")
 _TSV_NAMES = (".tsv", ".txt", ".tab")
-_SEP = re.compile(r"[ \t]+")
 _BEIR_HEADER = ["query-id", "corpus-id", "score"]
 _SHOWN = 5  # missing ids listed in an error
 MAX_RELEVANCE = 2**31 - 1  # trec_eval (and pytrec_eval) hold relevance in a C int
@@ -60,95 +67,21 @@ class MissingIdsError(ReasonRankError, LookupError):
         self.missing_docs = missing_docs  # (qid, docid)
 
 
-class _RecordError(Exception):
-    """A record-level problem; the caller adds the file and line."""
-
-
-# --- ids that a TREC run can carry (the writers use the same rules) -------------------------
-
-
-def qid_problem(qid: str) -> str | None:
-    """Why `qid` cannot be a query id of a TREC run (None if it can): it must be non-empty
-    and hold no whitespace at all (no space, tab, no-break space, line break...)."""
-    if not qid:
-        return "is empty"
-    if any(c.isspace() for c in qid):
-        return "holds whitespace"
-    return None
-
-
-def docid_problem(docid: str) -> str | None:
-    """Why `docid` cannot be a doc id of a TREC run (None if it can): non-empty, no tab or
-    line break, no whitespace at either end. Inner spaces are fine (BRIGHT has such ids)."""
-    if not docid:
-        return "is empty"
-    if any(c in docid for c in "\t\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"):
-        return "holds a tab or a line break"
-    if docid != docid.strip():
-        return "starts or ends with whitespace"
-    return None
+# --- ids that a TREC run can carry (the rules are in `reasonrank.io.trec`) ----------------
 
 
 def _check_qid(qid: str, what: str = "query id") -> str:
     problem = qid_problem(qid)
     if problem is not None:
-        raise _RecordError(f"{what} {qid!r} {problem}: a TREC run cannot carry it")
+        raise RecordError(f"{what} {qid!r} {problem}: a TREC run cannot carry it")
     return qid
 
 
 def _check_docid(docid: str, what: str = "doc id") -> str:
     problem = docid_problem(docid)
     if problem is not None:
-        raise _RecordError(f"{what} {docid!r} {problem}: a TREC run cannot carry it")
+        raise RecordError(f"{what} {docid!r} {problem}: a TREC run cannot carry it")
     return docid
-
-
-# --- small parsing helpers ------------------------------------------------------------------
-
-
-def _split_ends(line: str, head: int, tail: int) -> tuple[list[str], str, list[str]] | None:
-    """Split `head` leading and `tail` trailing fields (spaces/tabs) off `line`.
-
-    The middle is returned verbatim, internal whitespace included; None if there are fewer
-    than `head + tail + 1` fields.
-    """
-    first = _SEP.split(line.strip(" \t"), maxsplit=head)
-    if len(first) <= head:
-        return None
-    last = _SEP.split(first[head][::-1], maxsplit=tail)  # a right split on the reversed rest
-    if len(last) <= tail:
-        return None
-    return first[:head], last[tail][::-1], [field[::-1] for field in reversed(last[:tail])]
-
-
-def _float(text: str, what: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise _RecordError(f"{what} {excerpt(text)} is not a number") from None
-    if math.isnan(value):
-        raise _RecordError(f"{what} is NaN")
-    return value
-
-
-def _int(text: str, what: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise _RecordError(f"{what} {excerpt(text)} is not an integer") from None
-
-
-def _parse_run_line(line: str) -> tuple[str, str, int, float, str]:
-    """`qid Q0 docid rank score tag` -> (qid, docid, rank, score, tag); see `read_trec_run`."""
-    fields = line.strip(" ").split(" ")
-    if len(fields) == 6 and "" not in fields and "\t" not in line:  # fast path: single spaces
-        qid, _q0, docid, rank, score, tag = fields
-        return qid, docid, _int(rank, "rank"), _float(score, "score"), tag
-    parts = _split_ends(line, 2, 3)
-    if parts is None:
-        raise _RecordError(f"expected 6 fields 'qid Q0 docid rank score tag', got {excerpt(line)}")
-    (qid, _q0), docid, (rank, score, tag) = parts
-    return qid, docid, _int(rank, "rank"), _float(score, "score"), tag
 
 
 def _trec_eval_sort(docs: list[tuple[str, float]]) -> None:
@@ -161,7 +94,7 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise _RecordError(f"duplicate key {key!r}")
+            raise RecordError(f"duplicate key {key!r}")
         out[key] = value
     return out
 
@@ -169,7 +102,7 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _loads(path: StrPath, line: int | None, text: str) -> Any:
     try:
         return load_json(text, path, line, object_pairs_hook=_no_duplicate_keys)
-    except _RecordError as exc:
+    except RecordError as exc:
         raise InputFormatError(path, line, str(exc)) from None
 
 
@@ -227,10 +160,10 @@ def _is_json(path: StrPath) -> bool:
 def _ident(value: Any, what: str) -> str:
     """An id given as a string or an integer, as a non-empty string."""
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise _RecordError(f"{what} must be a string or an integer, got {excerpt(value)}")
+        raise RecordError(f"{what} must be a string or an integer, got {excerpt(value)}")
     text = str(value)
     if not text:
-        raise _RecordError(f"{what} is empty")
+        raise RecordError(f"{what} is empty")
     return text
 
 
@@ -247,32 +180,32 @@ def _text_of(record: Mapping[str, Any], fields: Sequence[str]) -> str | None:
         return None
     name, value = found
     if not isinstance(value, str):
-        raise _RecordError(f"field {name!r} must be a string, got {type(value).__name__}")
+        raise RecordError(f"field {name!r} must be a string, got {type(value).__name__}")
     return value
 
 
 def _title_of(record: Mapping[str, Any]) -> str | None:
     title = record.get("title")
     if title is not None and not isinstance(title, str):
-        raise _RecordError(f"field 'title' must be a string, got {type(title).__name__}")
+        raise RecordError(f"field 'title' must be a string, got {type(title).__name__}")
     return title or None
 
 
 def _score(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _RecordError(f"{what} must be a number, got {excerpt(value)}")
+        raise RecordError(f"{what} must be a number, got {excerpt(value)}")
     if isinstance(value, float) and math.isnan(value):
-        raise _RecordError(f"{what} is NaN")
+        raise RecordError(f"{what} is NaN")
     try:
         return float(value)
     except OverflowError:
-        raise _RecordError(f"{what} {excerpt(value)} is out of range") from None
+        raise RecordError(f"{what} {excerpt(value)} is out of range") from None
 
 
 def _relevance(text: str) -> int:
-    value = _int(text, "relevance")
+    value = parse_int(text, "relevance")
     if abs(value) > MAX_RELEVANCE:
-        raise _RecordError(f"relevance {excerpt(text)} is out of range (at most {MAX_RELEVANCE})")
+        raise RecordError(f"relevance {excerpt(text)} is out of range (at most {MAX_RELEVANCE})")
     return value
 
 
@@ -310,10 +243,10 @@ def read_trec_run(path: StrPath) -> Run:
         if not line.strip():
             continue
         try:
-            qid, docid, rank, score, _tag = _parse_run_line(line)
+            qid, docid, rank, score, _tag = parse_run_line(line)
             _check_qid(qid)
             _check_docid(docid)
-        except _RecordError as exc:
+        except RecordError as exc:
             raise InputFormatError(path, lineno, str(exc)) from None
         first = seen.setdefault((qid, docid), lineno)
         if first != lineno:
@@ -359,7 +292,7 @@ def read_score_json(path: StrPath) -> Run:
             _check_qid(qid)
             entries = [(_check_docid(d, f"query {qid!r}: doc id"),
                         _score(s, f"query {qid!r}, doc {d!r}: score")) for d, s in docs.items()]
-        except _RecordError as exc:
+        except RecordError as exc:
             raise InputFormatError(path, None, str(exc)) from None
         entries.sort(key=lambda d: d[1], reverse=True)  # stable: ties keep the key order
         run[qid] = entries
@@ -399,23 +332,23 @@ def _corpus_records(path: StrPath) -> Iterator[tuple[int | None, str, str, Doc]]
             title = fields[1] if len(fields) == 3 else None
             try:
                 _check_docid(fields[0], "document id")
-            except _RecordError as exc:
+            except RecordError as exc:
                 raise InputFormatError(path, lineno, str(exc)) from None
             yield lineno, "", fields[0], Doc(fields[-1], title or None)
         return
     for line, prefix, record in _json_records(path):
         try:
             if not isinstance(record, dict):
-                raise _RecordError("expected a JSON object")
+                raise RecordError("expected a JSON object")
             found = _first(record, DOC_ID_FIELDS)
             if found is None:
-                raise _RecordError(f"no document id (one of {', '.join(DOC_ID_FIELDS)})")
+                raise RecordError(f"no document id (one of {', '.join(DOC_ID_FIELDS)})")
             doc_id = _check_docid(_ident(found[1], f"document id {found[0]!r}"), "document id")
             text = _text_of(record, TEXT_FIELDS)
             if text is None:
-                raise _RecordError(f"document {doc_id!r} has no text ({', '.join(TEXT_FIELDS)})")
+                raise RecordError(f"document {doc_id!r} has no text ({', '.join(TEXT_FIELDS)})")
             doc = Doc(text, _title_of(record))
-        except _RecordError as exc:
+        except RecordError as exc:
             raise InputFormatError(path, line, f"{prefix}{exc}") from None
         yield line, prefix, doc_id, doc
 
@@ -479,22 +412,22 @@ def _query_records(path: StrPath) -> Iterator[tuple[int | None, str, str, str]]:
                 raise InputFormatError(path, lineno, "expected 'qid<TAB>query text'")
             try:
                 _check_qid(qid.strip(" "))
-            except _RecordError as exc:
+            except RecordError as exc:
                 raise InputFormatError(path, lineno, str(exc)) from None
             yield lineno, "", qid.strip(" "), text
         return
     for line, prefix, record in _json_records(path):
         try:
             if not isinstance(record, dict):
-                raise _RecordError("expected a JSON object")
+                raise RecordError("expected a JSON object")
             found = _first(record, QUERY_ID_FIELDS)
             if found is None:
-                raise _RecordError(f"no query id (one of {', '.join(QUERY_ID_FIELDS)})")
+                raise RecordError(f"no query id (one of {', '.join(QUERY_ID_FIELDS)})")
             qid = _check_qid(_ident(found[1], f"query id {found[0]!r}"))
             text = _text_of(record, QUERY_TEXT_FIELDS)
             if text is None:
-                raise _RecordError(f"query {qid!r} has no text ({', '.join(QUERY_TEXT_FIELDS)})")
-        except _RecordError as exc:
+                raise RecordError(f"query {qid!r} has no text ({', '.join(QUERY_TEXT_FIELDS)})")
+        except RecordError as exc:
             raise InputFormatError(path, line, f"{prefix}{exc}") from None
         yield line, prefix, qid, text
 
@@ -517,12 +450,12 @@ def _id_text_records(path: StrPath) -> Iterator[tuple[int | None, str, str, str]
     for line, prefix, record in _json_records(path):
         try:
             if not isinstance(record, dict):
-                raise _RecordError("expected a JSON object")
+                raise RecordError("expected a JSON object")
             found = _first(record, _ID_FIELDS)
             if found is None:  # a mapping {id: text}
                 for key, value in record.items():
                     if not isinstance(value, str):
-                        raise _RecordError(
+                        raise RecordError(
                             f"expected {{id: text}} or a record with an id field "
                             f"({', '.join(_ID_FIELDS)}); the value of {key!r} is not a string"
                         )
@@ -531,8 +464,8 @@ def _id_text_records(path: StrPath) -> Iterator[tuple[int | None, str, str, str]
             ident = _ident(found[1], f"id {found[0]!r}")
             text = _text_of(record, _ID_TEXT_FIELDS)
             if text is None:
-                raise _RecordError(f"{ident!r} has no text ({', '.join(_ID_TEXT_FIELDS)})")
-        except _RecordError as exc:
+                raise RecordError(f"{ident!r} has no text ({', '.join(_ID_TEXT_FIELDS)})")
+        except RecordError as exc:
             raise InputFormatError(path, line, f"{prefix}{exc}") from None
         yield line, prefix, ident, text
 
@@ -558,7 +491,7 @@ def read_requests(path: StrPath) -> list[Request]:
     for line, prefix, record in _json_records(path):
         try:
             request, bad_ranks = _parse_request(record)
-        except _RecordError as exc:
+        except RecordError as exc:
             raise InputFormatError(path, line, f"{prefix}{exc}") from None
         qid = request.query.qid
         where = f"line {line}" if line is not None else prefix.rstrip(": ")
@@ -579,7 +512,7 @@ def read_requests(path: StrPath) -> list[Request]:
 def _parse_request(record: Any) -> tuple[Request, bool]:
     """The request, and whether its hits' ranks contradict their list order."""
     if not isinstance(record, dict):
-        raise _RecordError("expected an object with 'query' and 'hits' (or 'candidates')")
+        raise RecordError("expected an object with 'query' and 'hits' (or 'candidates')")
     query = record.get("query")
     qid: str | None = None
     if isinstance(query, dict):
@@ -589,49 +522,49 @@ def _parse_request(record: Any) -> tuple[Request, bool]:
     else:
         text = query
     if not isinstance(text, str):
-        raise _RecordError("'query' must be a string or an object {'text': str, 'qid': ...}")
+        raise RecordError("'query' must be a string or an object {'text': str, 'qid': ...}")
     if "hits" in record and "candidates" in record:
-        raise _RecordError("give 'hits' or 'candidates', not both")
+        raise RecordError("give 'hits' or 'candidates', not both")
     hits = record.get("candidates", record.get("hits"))
     if not isinstance(hits, list):
-        raise _RecordError("expected a list of 'hits' (or 'candidates')")
+        raise RecordError("expected a list of 'hits' (or 'candidates')")
 
     candidates: list[Candidate] = []
     ranks: list[int | None] = []
     seen: set[str] = set()
     for i, hit in enumerate(hits):
         if not isinstance(hit, dict):
-            raise _RecordError(f"hit {i}: expected an object")
+            raise RecordError(f"hit {i}: expected an object")
         docid = _check_docid(_ident(hit.get("docid"), f"hit {i}: 'docid'"), f"hit {i}: doc id")
         if docid in seen:
-            raise _RecordError(f"hit {i}: duplicate docid {docid!r}")
+            raise RecordError(f"hit {i}: duplicate docid {docid!r}")
         seen.add(docid)
         if hit.get("qid") is not None:
             hit_qid = _check_qid(_ident(hit["qid"], f"hit {i}: 'qid'"), f"hit {i}: qid")
             if qid is None:
                 qid = hit_qid
             elif hit_qid != qid:
-                raise _RecordError(f"hit {i}: qid {hit_qid!r} differs from the request's {qid!r}")
+                raise RecordError(f"hit {i}: qid {hit_qid!r} differs from the request's {qid!r}")
         rank = hit.get("rank")
         if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int)):
-            raise _RecordError(f"hit {i}: 'rank' must be an integer, got {rank!r}")
+            raise RecordError(f"hit {i}: 'rank' must be an integer, got {rank!r}")
         ranks.append(rank)
         doc = hit.get("doc")
         if doc is not None and not isinstance(doc, dict):
-            raise _RecordError(f"hit {i}: 'doc' must be an object")
+            raise RecordError(f"hit {i}: 'doc' must be an object")
         doc = doc or {}
         content = _text_of(hit, ("content", *TEXT_FIELDS))
         if content is None:
             content = _text_of(doc, TEXT_FIELDS)
         if content is None:
             fields = ", ".join(("content", *TEXT_FIELDS))
-            raise _RecordError(f"hit {i} ({docid!r}) has no text ({fields})")
+            raise RecordError(f"hit {i} ({docid!r}) has no text ({fields})")
         score = _score(hit["score"], f"hit {i}: 'score'") if hit.get("score") is not None else 0.0
         title = _title_of(hit) or _title_of(doc)
         candidates.append(Candidate(docid, content, score, title))
 
     if qid is None:
-        raise _RecordError("no qid: give 'query': {'text', 'qid'} or a 'qid' on the hits")
+        raise RecordError("no qid: give 'query': {'text', 'qid'} or a 'qid' on the hits")
     given = [r for r in ranks if r is not None]
     disordered = any(b < a for a, b in itertools.pairwise(given))
     return Request(Query(text, qid), candidates), disordered
@@ -758,10 +691,10 @@ def read_qrels(path: StrPath) -> Qrels:
     for lineno, line in iter_lines(path):
         if not line.strip():
             continue
-        if not seen and head == 2 and _SEP.split(line.strip()) == _BEIR_HEADER:
+        if not seen and head == 2 and SEPARATOR.split(line.strip()) == _BEIR_HEADER:
             head = 1
             continue
-        parts = _split_ends(line, head, 1)
+        parts = split_ends(line, head, 1)
         if parts is None:
             layout = "qid iter docid rel" if head == 2 else "query-id corpus-id score"
             raise InputFormatError(path, lineno, f"expected '{layout}', got {excerpt(line)}")
@@ -769,7 +702,7 @@ def read_qrels(path: StrPath) -> Qrels:
         qid = fields[0]
         try:
             relevance = _relevance(rel)
-        except _RecordError as exc:
+        except RecordError as exc:
             raise InputFormatError(path, lineno, str(exc)) from None
         first = seen.setdefault((qid, docid), lineno)
         if first != lineno:

@@ -6,7 +6,6 @@ equal bytes. Whole-file writes go through a temporary file renamed over the targ
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import os
@@ -21,7 +20,7 @@ from typing import IO, Any, TextIO
 from reasonrank.errors import ConfigError, InputFormatError, ReasonRankError
 from reasonrank.io._files import StrPath, atomic_write, is_gz, read_text, sync
 from reasonrank.io.outputs import FileLock, hold_lock
-from reasonrank.io.readers import _parse_run_line, _RecordError, docid_problem, qid_problem
+from reasonrank.io.trec import RecordError, docid_problem, parse_run_line, qid_problem
 from reasonrank.types import RankedResult
 
 DEFAULT_TAG = "reasonrank"
@@ -164,58 +163,6 @@ def write_traces(results: Iterable[RankedResult], path_or_fp: StrPath | TextIO) 
     return count
 
 
-class TraceWriter:
-    """Streams JSONL traces, one line per query, flushed after each line.
-
-    Given a path it truncates the file (gzip for `.gz`); given a text stream it writes to it
-    and leaves it open on `close()`.
-    """
-
-    def __init__(self, path_or_fp: StrPath | TextIO) -> None:
-        self._fp: TextIO | None = None
-        self._raw: IO[bytes] | None = None
-        self._gz: gzip.GzipFile | None = None
-        if hasattr(path_or_fp, "write"):
-            self._fp = path_or_fp  # type: ignore[assignment]
-            return
-        path = Path(path_or_fp)  # type: ignore[arg-type]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._raw = open(path, "wb")  # noqa: SIM115 - closed by close()
-        if is_gz(path):
-            self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, mtime=0)
-
-    def write(self, result: RankedResult) -> None:
-        """Append the trace line of `result`."""
-        line = _trace_line(result)
-        if self._fp is not None:
-            self._fp.write(line.decode("utf-8"))
-            self._fp.flush()
-            return
-        out = self._gz if self._gz is not None else self._raw
-        if out is None:
-            raise ValueError("write to a closed TraceWriter")
-        out.write(line)
-        out.flush()
-
-    def close(self) -> None:
-        """Finish the file (a given stream stays open)."""
-        if self._gz is not None:
-            self._gz.close()
-            self._gz = None
-        if self._raw is not None:
-            self._raw.close()
-            self._raw = None
-
-    def __enter__(self) -> TraceWriter:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
 # --- resumable outputs ----------------------------------------------------------------------
 
 
@@ -275,8 +222,8 @@ def _run_lines(path: Path) -> list[tuple[str, bytes]]:
         if not text.strip():
             continue
         try:
-            qid = _parse_run_line(text)[0]
-        except _RecordError as exc:
+            qid = parse_run_line(text)[0]
+        except RecordError as exc:
             raise InputFormatError(path, lineno, str(exc)) from None
         out.append((qid, raw))
     return out

@@ -18,7 +18,6 @@ import asyncio
 import hmac
 import json
 import logging
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
@@ -26,6 +25,7 @@ from contextlib import asynccontextmanager, suppress
 from functools import lru_cache
 from typing import Annotated, Any
 
+from reasonrank.core.parsing import split_output
 from reasonrank.errors import ReasonRankError, require
 from reasonrank.reranker import Reranker
 from reasonrank.server.metrics import ServerMetrics
@@ -49,7 +49,7 @@ from reasonrank.server.schemas import (
     WindowOut,
 )
 from reasonrank.server.settings import ServerSettings
-from reasonrank.types import Candidate, Query, RankedResult, WindowTrace
+from reasonrank.types import Query, RankedResult, WindowTrace, relevance_score
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,6 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: 
 PROTECTED = frozenset({"/v1/rerank", "/rerank", "/v2/rerank", "/v1/rerank/reasoning",
                        "/v1/models", "/metrics"})
 CLIENT_CLOSED = 499  # nginx's status for "the client closed the connection" (metrics only)
-_THINK = re.compile(r"(?:<think>)?(.*?)</think>", re.DOTALL)
-_ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL)
 
 
 class ApiError(Exception):
@@ -117,28 +115,6 @@ class KeyCheck:
         for key in self.keys:  # compare against every key: timing does not reveal which matched
             ok |= hmac.compare_digest(given.strip().encode(), key)
         return None if ok else "invalid API key"
-
-
-def relevance_score(rank: int, n: int) -> float:
-    """`1 - (rank - 1) / n`: 1.0 at rank 1, strictly decreasing, > 0 (an order, not a
-    calibrated probability)."""
-    return 1.0 - (rank - 1) / n
-
-
-def split_output(output: str) -> tuple[str | None, str | None]:
-    """The reasoning (inside <think>..</think>) and answer (inside <answer>..</answer>) of an
-    output; None where absent. An unterminated block runs to the end of the output."""
-    reasoning = answer = None
-    if "</think>" in output:
-        match = _THINK.search(output)
-        if match:
-            reasoning = match.group(1).rsplit("<think>", 1)[-1].strip()
-    elif "<think>" in output:
-        reasoning = output.split("<think>", 1)[1].split("<answer>", 1)[0].strip()
-    match = _ANSWER.search(output)
-    if match:
-        answer = match.group(1).strip()
-    return reasoning, answer
 
 
 class _Guard:
@@ -420,7 +396,6 @@ def create_app(reranker: Reranker, settings: ServerSettings | None = None) -> Fa
         if len(docs) > settings.max_documents:
             raise ApiError(413, f"{len(docs)} documents; "
                                 f"the limit is {settings.max_documents} per request")
-        n = len(docs)
         texts, titles = [], []
         for i, doc in enumerate(docs):
             text = document_text(doc, rank_fields, i)
@@ -438,9 +413,8 @@ def create_app(reranker: Reranker, settings: ServerSettings | None = None) -> Fa
             async with asyncio.timeout(settings.request_timeout):
                 if max_tokens_per_doc and max_tokens_per_doc < reranker.config.passage_tokens:
                     texts = await reranker.scheduler.offload(cut, texts, max_tokens_per_doc)
-                cands = [Candidate(str(i), t, float(n - i), title)
-                         for i, (t, title) in enumerate(zip(texts, titles, strict=True))]
-                result = await reranker.arerank(Query(query), cands)
+                result = await reranker.arerank(Query(query), [
+                    {"text": t, "title": title} for t, title in zip(texts, titles, strict=True)])
         except TimeoutError:
             raise ApiError(504, f"reranking did not finish within the "
                                 f"{settings.request_timeout:g} s request timeout") from None

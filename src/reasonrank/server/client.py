@@ -25,8 +25,7 @@ from typing import Any
 import httpx
 
 from reasonrank.errors import BackendError, BackendRequestError, ConfigError
-
-_DETAIL_LIMIT = 500  # characters of a non-JSON error body kept in a message
+from reasonrank.http_errors import clip, error_detail
 
 
 class RerankClient:
@@ -113,17 +112,17 @@ class RerankClient:
         self, response: httpx.Response, n: int, top_n: int | None
     ) -> list[tuple[int, float]]:
         if response.status_code >= 400:
-            raise BackendRequestError(response.status_code, _error_detail(response))
+            raise BackendRequestError(response.status_code, error_detail(response))
         try:
             data = response.json()
         except ValueError as exc:
             raise BackendError(
-                f"POST {self.url} answered with a body that is not JSON: {_clip(response.text)}"
+                f"POST {self.url} answered with a body that is not JSON: {clip(response.text)}"
             ) from exc
         results = data.get("results") if isinstance(data, dict) else None
         if not isinstance(results, list):
             raise BackendError(f"POST {self.url} answered without a 'results' list: "
-                               f"{_clip(json.dumps(data))}")
+                               f"{clip(json.dumps(data))}")
         out: list[tuple[int, float]] = []
         seen: set[int] = set()
         for item in results:
@@ -145,28 +144,3 @@ def _describe(exc: httpx.HTTPError) -> str:
     if isinstance(exc, httpx.TimeoutException):
         return f"timed out ({type(exc).__name__})"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _clip(text: str) -> str:
-    text = text.strip()
-    return text if len(text) <= _DETAIL_LIMIT else text[:_DETAIL_LIMIT] + "..."
-
-
-def _error_detail(response: httpx.Response) -> str:
-    """The server's message: `{"error": {"message"}}`, `{"error": str}`, `{"detail"}` or text."""
-    try:
-        data = response.json()
-    except ValueError:
-        text = response.text.strip()
-        return _clip(text) if text else response.reason_phrase or "no detail"
-    if isinstance(data, dict):
-        error = data.get("error")
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return error["message"]
-        if isinstance(error, str) and error:
-            return error
-        for key in ("message", "detail"):
-            value = data.get(key)
-            if value:
-                return value if isinstance(value, str) else _clip(json.dumps(value))
-    return _clip(json.dumps(data))

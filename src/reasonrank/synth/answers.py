@@ -10,10 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from reasonrank.core.parsing import digit_runs, extract_answer, parse_ranking
+from reasonrank.core.parsing import digit_runs, extract_answer, parse_ranking, split_output
 from reasonrank.types import ParseStatus
 
-_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL | re.IGNORECASE)
 _NONE_WORDS = re.compile(r"\b(none|no passages?|nothing)\b")
 
 
@@ -32,12 +31,6 @@ class Ranking:
     order: tuple[int, ...]
     reasoning: str
     problem: str | None = None
-
-
-def reasoning_of(text: str) -> str:
-    """The inside of the first `<think>` block (reasoning_content comes back as one), stripped."""
-    match = _THINK.search(text)
-    return match.group(1).strip() if match else ""
 
 
 def parse_selection(text: str, num: int, finish_reason: str | None = None) -> Selection:
@@ -75,7 +68,7 @@ def parse_teacher_ranking(text: str, num: int, finish_reason: str | None = None)
     parsed = parse_ranking(text, num, "strict")
     if parsed.status is not ParseStatus.OK:
         return Ranking(identity, "", parsed.status.value)
-    reasoning = reasoning_of(text)
+    reasoning = split_output(text)[0]  # reasoning_content comes back as a <think> block
     if not reasoning:
         return Ranking(identity, "", "empty_reasoning")
     return Ranking(tuple(parsed.order), reasoning)
