@@ -42,7 +42,10 @@ class RerankConfig:
     model: str = _opt("liuwenhan/reasonrank-7B", "model id or path (a .gguf file works with hf)")
     backend: str = _opt("hf", "generation backend (hf, openai, vllm, fake)")
     tokenizer: str | None = _opt(None, "tokenizer id or path (default: the model's)")
-    template: str = _opt("reasoning", "prompt template (reasoning, rankgpt, qwen3)")
+    template: str = _opt(
+        "reasoning", "prompt template: reasoning, rankgpt, qwen3, or a YAML file in rank_llm's "
+        "format (docs/templates.md)"
+    )
     window_size: int = _opt(20, "passages per window")
     step: int = _opt(10, "window step, back to front")
     top_k: int = _opt(100, "rerank the first-stage top k (rank_end)")
@@ -130,16 +133,14 @@ class RerankConfig:
             value = getattr(self, name)
             if value is not None and choices and value not in choices:
                 raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-        from reasonrank.core.prompts import TEMPLATES
+        from reasonrank.core.prompt_template import get_template
 
-        if self.template not in TEMPLATES:
-            raise ConfigError(
-                f"unknown template {self.template!r}; choose one of: {', '.join(TEMPLATES)}"
-            )
+        template = get_template(self.template)  # a name or a YAML file; ConfigError says why not
         if self.force_answer_tokens:
-            if TEMPLATES[self.template].open_answer is None:
+            if template.open_answer is None:
                 raise ConfigError(f"template {self.template!r} has no answer tag to force "
-                                  "(force_answer_tokens needs reasoning or qwen3)")
+                                  "(force_answer_tokens needs reasoning, qwen3 or a template "
+                                  "file with open_answer)")
             if self.backend == "openai" and self.endpoint == "chat":
                 raise ConfigError("force_answer_tokens continues the rendered prompt; use the "
                                   "completions endpoint (the chat endpoint re-renders it)")

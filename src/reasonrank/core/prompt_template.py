@@ -1,0 +1,240 @@
+"""Listwise prompt templates as data: the built-ins in `core/templates/*.yaml`, user files alike.
+
+A template file is castorini/rank_llm's single-turn listwise YAML (`method: singleturn_listwise`,
+`system_message`, `prefix`, `body`, `suffix`) plus two optional budget-forcing fields of
+reasonrank (`close_thought`, `open_answer`); rank_llm's output regexes are accepted and ignored
+(reasonrank parses answers itself). The user message is `prefix + body per passage + suffix`,
+as rank_llm renders it. docs/templates.md describes every field.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from reasonrank.errors import ConfigError
+
+BUILTIN_TEMPLATES: tuple[str, ...] = ("reasoning", "rankgpt", "qwen3")
+"""The templates shipped in `core/templates/` (`<name>.yaml`), reasoning first (the default)."""
+
+DEFAULT_BODY = "[{rank}] {candidate}\n"
+METHOD = "singleturn_listwise"
+# YAML field -> dataclass field (the fields reasonrank uses)
+USED_FIELDS = {
+    "method": None,
+    "system_message": "system",
+    "prefix": "prefix",
+    "body": "body",
+    "suffix": "suffix",
+    "close_thought": "close_thought",
+    "open_answer": "open_answer",
+}
+IGNORED_FIELDS = ("output_validation_regex", "output_extraction_regex")
+REQUIRED_FIELDS = ("method", "body")
+PLACEHOLDERS = {"prefix": ("num", "query"), "body": ("rank", "candidate"),
+                "suffix": ("num", "query")}
+# rank_llm placeholders reasonrank does not fill, and why
+_UNSUPPORTED = {
+    "score": "rank_llm's first-stage score; reasonrank does not show scores to the model",
+    "psg_ids": "rank_llm's RankLRL passage-id list; reasonrank parses [n] > [m] answers",
+}
+_METHODS_ELSEWHERE = {
+    "multiturn_listwise": "multi-turn prompts (one message per passage) are not supported",
+    "pairwise": "pairwise prompts are not supported",
+    "pointwise": "pointwise prompts are not supported",
+    "rankfid": "RankFiD prompts are not supported",
+}
+_registered: dict[str, PromptTemplate] = {}
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A listwise prompt: a system message (none if empty), and a user message
+    `prefix + body for each passage + suffix`.
+
+    `prefix` and `suffix` are `str.format` templates over `{num}` and `{query}`, `body` over
+    `{rank}` (1-based) and `{candidate}` (the prepared passage). `close_thought` and
+    `open_answer` are the tags budget forcing appends to a window that ran out of budget
+    before answering (None: the template has no such tag; without `open_answer` an answer
+    cannot be forced).
+    """
+
+    name: str
+    system: str
+    prefix: str
+    body: str
+    suffix: str
+    close_thought: str | None = None
+    open_answer: str | None = None
+
+    def __post_init__(self) -> None:
+        used: set[str] = set()
+        for part, allowed in PLACEHOLDERS.items():
+            fields = _placeholders(self.name, part, getattr(self, part))
+            unknown = fields - set(allowed)
+            if unknown:
+                why = "; ".join(f"{{{f}}} is {_UNSUPPORTED[f]}" for f in sorted(unknown)
+                                if f in _UNSUPPORTED)
+                raise ConfigError(
+                    f"template {self.name}: {part} uses unknown placeholder(s) "
+                    f"{', '.join('{' + f + '}' for f in sorted(unknown))}; allowed in {part}: "
+                    f"{', '.join('{' + f + '}' for f in allowed)}" + (f" ({why})" if why else "")
+                )
+            used |= fields
+        missing = [f for f in PLACEHOLDERS["body"] if f not in
+                   _placeholders(self.name, "body", self.body)]
+        if missing:
+            raise ConfigError(f"template {self.name}: body must show "
+                              f"{' and '.join('{' + f + '}' for f in missing)}")
+        if "query" not in used:
+            raise ConfigError(f"template {self.name}: neither prefix nor suffix shows the query "
+                              "({query})")
+
+    def forced_answer_suffix(self, output: str) -> str | None:
+        """What budget forcing appends to `output` so the model answers next: the closing of
+        the thought and the opening of the answer, each unless already there (an answer left
+        open just continues: ""); None where the template cannot force an answer."""
+        if self.open_answer is None:
+            return None
+        if self.open_answer in output:
+            return ""
+        parts = [self.close_thought] if self.close_thought and self.close_thought not in output \
+            else []
+        return "\n".join([*parts, self.open_answer])
+
+    def user_message(self, query: str, passages: Sequence[str]) -> str:
+        num = len(passages)
+        if self.body == DEFAULT_BODY:
+            lines = "".join(f"[{i}] {p}\n" for i, p in enumerate(passages, start=1))
+        else:
+            body = self.body
+            lines = "".join(body.format(rank=i, candidate=p)
+                            for i, p in enumerate(passages, start=1))
+        return (
+            self.prefix.format(num=num, query=query) + lines
+            + self.suffix.format(num=num, query=query)
+        )
+
+
+def _placeholders(name: str, part: str, text: str) -> set[str]:
+    try:
+        return {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
+    except ValueError as exc:  # a lone "{" or "}"
+        raise ConfigError(f"template {name}: {part} is not a valid format string ({exc}); "
+                          "write a literal brace as {{ or }}") from None
+
+
+# -- lookup -----------------------------------------------------------------------------------
+
+
+def register_template(template: PromptTemplate) -> PromptTemplate:
+    """Make `template` available by its name (to `get_template` and `--template`)."""
+    _registered[template.name] = template
+    return template
+
+
+def get_template(name: str) -> PromptTemplate:
+    """A registered or built-in template by name, or a template file by path (`.yaml`/`.yml`,
+    or any existing file)."""
+    if name in _registered:
+        return _registered[name]
+    if name in BUILTIN_TEMPLATES:
+        return _builtin(name)
+    path = Path(name)
+    if name.endswith((".yaml", ".yml")) or "/" in name or path.is_file():
+        return load_template(path, name=name)
+    raise ConfigError(
+        f"unknown template {name!r}; choose one of: {', '.join(template_names())}, or give "
+        "the path of a YAML template file (docs/templates.md)"
+    )
+
+
+def template_names() -> list[str]:
+    """Built-in and registered template names."""
+    return [*BUILTIN_TEMPLATES, *(n for n in _registered if n not in BUILTIN_TEMPLATES)]
+
+
+@cache
+def _builtin(name: str) -> PromptTemplate:
+    text = (resources.files("reasonrank.core") / "templates" / f"{name}.yaml").read_text("utf-8")
+    return parse_template(text, name=name, source=f"built-in template {name}.yaml")
+
+
+def load_template(path: str | Path, name: str | None = None) -> PromptTemplate:
+    """Read a YAML template file (rank_llm's single-turn listwise format; docs/templates.md).
+    Its name is `name`, else the path as given."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"template file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"template file {path} is a directory") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"template file {path} cannot be read: {exc}") from None
+    return parse_template(text, name=name or str(path), source=str(path))
+
+
+def parse_template(text: str, name: str, source: str) -> PromptTemplate:
+    """A template from YAML text; every problem is one ConfigError that names `source`."""
+    data = _parse_yaml(text, source)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a template is a YAML mapping of fields "
+                          f"({', '.join(USED_FIELDS)}); got {type(data).__name__}")
+    method = data.get("method", METHOD)  # a missing method is reported below
+    if method != METHOD:
+        why = _METHODS_ELSEWHERE.get(str(method), "unknown method")
+        raise ConfigError(f"{source}: method {method!r}: {why}; reasonrank renders "
+                          f"method: {METHOD} templates (one system and one user message)")
+    unknown = sorted(str(k) for k in data if k not in USED_FIELDS and k not in IGNORED_FIELDS)
+    if unknown:
+        raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)}; fields used: "
+                          f"{', '.join(USED_FIELDS)}; accepted and ignored: "
+                          f"{', '.join(IGNORED_FIELDS)}")
+    missing = [f for f in REQUIRED_FIELDS if f not in data]
+    if missing:
+        raise ConfigError(f"{source}: missing field(s) {', '.join(missing)} (a listwise "
+                          f"template has method: {METHOD} and a body such as "
+                          f"{DEFAULT_BODY!r})")
+    for key, value in data.items():
+        optional = key in ("close_thought", "open_answer") or key in IGNORED_FIELDS
+        if not isinstance(value, str) and not (optional and value is None):
+            raise ConfigError(f"{source}: field {key} must be a string, got "
+                              f"{type(value).__name__} ({value!r})")
+    fields = {attr: data[key] for key, attr in USED_FIELDS.items() if attr and key in data}
+    fields.setdefault("system", "")
+    fields.setdefault("prefix", "")
+    fields.setdefault("suffix", "")
+    for tag in ("close_thought", "open_answer"):
+        if fields.get(tag) == "":
+            fields[tag] = None
+    try:
+        return PromptTemplate(name=name, **fields)
+    except ConfigError as exc:
+        if name == source:  # the message names the file already
+            raise
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    try:
+        import yaml
+    except ImportError:  # a base dependency; only a broken install lacks it
+        raise ConfigError(f"{source}: reading templates needs pyyaml (pip install pyyaml)") \
+            from None
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        return yaml.load(text, Loader=loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and start is not None and (mark is None or start.line != mark.line):
+            problem += f" ({context} that starts at line {start.line + 1})"
+        raise ConfigError(f"{source}: YAML syntax error{where}: {problem}") from None
