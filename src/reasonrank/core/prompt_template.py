@@ -73,27 +73,9 @@ class PromptTemplate:
     open_answer: str | None = None
 
     def __post_init__(self) -> None:
-        used: set[str] = set()
-        for part, allowed in PLACEHOLDERS.items():
-            fields = _placeholders(self.name, part, getattr(self, part))
-            unknown = fields - set(allowed)
-            if unknown:
-                why = "; ".join(f"{{{f}}} is {_UNSUPPORTED[f]}" for f in sorted(unknown)
-                                if f in _UNSUPPORTED)
-                raise ConfigError(
-                    f"template {self.name}: {part} uses unknown placeholder(s) "
-                    f"{', '.join('{' + f + '}' for f in sorted(unknown))}; allowed in {part}: "
-                    f"{', '.join('{' + f + '}' for f in allowed)}" + (f" ({why})" if why else "")
-                )
-            used |= fields
-        missing = [f for f in PLACEHOLDERS["body"] if f not in
-                   _placeholders(self.name, "body", self.body)]
-        if missing:
-            raise ConfigError(f"template {self.name}: body must show "
-                              f"{' and '.join('{' + f + '}' for f in missing)}")
-        if "query" not in used:
-            raise ConfigError(f"template {self.name}: neither prefix nor suffix shows the query "
-                              "({query})")
+        problem = _problem(self.prefix, self.body, self.suffix)
+        if problem:
+            raise ConfigError(f"template {self.name}: {problem}")
 
     def forced_answer_suffix(self, output: str) -> str | None:
         """What budget forcing appends to `output` so the model answers next: the closing of
@@ -121,12 +103,30 @@ class PromptTemplate:
         )
 
 
-def _placeholders(name: str, part: str, text: str) -> set[str]:
-    try:
-        return {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
-    except ValueError as exc:  # a lone "{" or "}"
-        raise ConfigError(f"template {name}: {part} is not a valid format string ({exc}); "
-                          "write a literal brace as {{ or }}") from None
+def _problem(prefix: str, body: str, suffix: str) -> str | None:
+    """What is wrong with these format strings (None: nothing)."""
+    used: set[str] = set()
+    for part, text in (("prefix", prefix), ("body", body), ("suffix", suffix)):
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
+        except ValueError as exc:  # a lone "{" or "}"
+            return (f"{part} is not a valid format string ({exc}); write a literal brace as "
+                    "{{ or }}")
+        allowed = PLACEHOLDERS[part]
+        unknown = sorted(fields - set(allowed))
+        if unknown:
+            why = "; ".join(f"{{{f}}} is {_UNSUPPORTED[f]}" for f in unknown if f in _UNSUPPORTED)
+            names = ", ".join("{" + f + "}" for f in unknown)
+            return (f"{part} uses unknown placeholder(s) {names}; allowed in {part}: "
+                    f"{', '.join('{' + f + '}' for f in allowed)}" + (f" ({why})" if why else ""))
+        if part == "body":
+            missing = [f for f in allowed if f not in fields]
+            if missing:
+                return f"body must show {' and '.join('{' + f + '}' for f in missing)}"
+        used |= fields
+    if "query" not in used:
+        return "neither prefix nor suffix shows the query ({query})"
+    return None
 
 
 # -- lookup -----------------------------------------------------------------------------------
@@ -213,12 +213,10 @@ def parse_template(text: str, name: str, source: str) -> PromptTemplate:
     for tag in ("close_thought", "open_answer"):
         if fields.get(tag) == "":
             fields[tag] = None
-    try:
-        return PromptTemplate(name=name, **fields)
-    except ConfigError as exc:
-        if name == source:  # the message names the file already
-            raise
-        raise ConfigError(f"{source}: {exc}") from None
+    problem = _problem(fields["prefix"], fields["body"], fields["suffix"])
+    if problem:
+        raise ConfigError(f"{source}: {problem}")
+    return PromptTemplate(name=name, **fields)
 
 
 def _parse_yaml(text: str, source: str) -> Any:
