@@ -613,3 +613,29 @@ def test_truncation_is_the_same_with_and_without_the_cache(plan_dir, small_qwen_
         assert Truncator(uncached, n).truncate_all(texts) == expected
         assert expected == [reference(cold, t, n) for t in texts]
     assert len(plan_dir.verifications) == 2 and len(plan_files(plan_dir)) == 1
+
+
+def test_well_formed_but_wrong_cached_plan_is_rebuilt(plan_dir, small_qwen_bpe):
+    # a file with the right key and checksum whose ranks are not this tokenizer's (a bug in an
+    # older version, a hand edit): the cached plan must tokenize a probe text as the tokenizer
+    # does, or it is verified and rewritten
+    from reasonrank.core import plan_cache
+
+    vocab, merges = small_qwen_bpe
+    Truncator(byte_level_tokenizer(vocab, merges), 1)
+    (file,) = plan_files(plan_dir)
+    good = file.read_bytes()
+    tokenizer = byte_level_tokenizer(vocab, merges)
+    key = plan_cache.tokenizer_key(tokenizer.backend_tokenizer)
+    tokens = plan_cache.read_plan(file, key).token_bytes
+    assert tokens is not None and b" thx" not in tokens
+    tokens[tokens.index(b" the")] = b" thx"
+    plan_cache.write_plan(file, key, tokens)
+    assert plan_cache.read_plan(file, key).token_bytes == tokens  # well-formed
+    assert len(plan_dir.verifications) == 1
+    for n in (1, 3, 17):
+        truncator = Truncator(tokenizer, n)
+        assert truncator.path == "tiktoken"
+        assert truncator(" the end of the line") == reference(tokenizer, " the end of the line", n)
+    assert len(plan_dir.verifications) == 2
+    assert file.read_bytes() == good

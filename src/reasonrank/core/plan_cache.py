@@ -6,7 +6,8 @@ of that content (vocab and merges with the model's options, added tokens, normal
 pre-tokenizer and decoder) and paid once per tokenizer per machine. The folder is
 `$REASONRANK_CACHE_DIR` (empty: no disk cache), else `$XDG_CACHE_HOME/reasonrank`, else
 `~/.cache/reasonrank`. Files are written atomically; one that is unreadable, truncated, altered
-or written for another key is ignored (and rewritten), never trusted.
+or written for another key is ignored (and rewritten), and `core.truncation` uses a plan read
+from here only if it tokenizes a probe text exactly as the tokenizer does.
 
 File layout: a magic line, a JSON header line (format, key, eligible, count, sha256 of the
 payload), then the payload: `count` little-endian uint16 token lengths followed by the tokens'

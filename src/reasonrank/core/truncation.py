@@ -359,8 +359,38 @@ def _tiktoken_plan(backend: Any) -> _TiktokenPlan | None:
 
 
 def _build_plan(tiktoken: Any, backend: Any) -> _TiktokenPlan | None:
-    """The plan of a tokenizer whose components tiktoken can follow: its ranks from the disk
-    cache (`core.plan_cache`), else verified merge by merge and then cached."""
+    """The plan of a tokenizer whose components tiktoken can follow: from the disk cache
+    (`core.plan_cache`) if it tokenizes a probe as the tokenizer does, else verified merge by
+    merge and then cached."""
+    pattern = _eligible_pattern(backend)
+    if pattern is None:
+        return None
+    key = plan_cache.tokenizer_key(backend)
+    path = plan_cache.plan_path(key)
+    cached = plan_cache.read_plan(path, key) if path is not None else None
+    if cached is not None:
+        if cached.token_bytes is None:
+            logger.debug("tiktoken path not eligible (cached verdict %s)", path)
+            return None
+        plan = _make_plan(tiktoken, pattern, cached.token_bytes)
+        if _agrees(backend, plan):
+            logger.debug("tiktoken plan from the cache %s", path)
+            return plan
+        logger.info("the cached tiktoken plan %s does not tokenize as the tokenizer does; "
+                    "rebuilding it", path)
+    ranks = _verified_ranks(backend)
+    token_bytes = None
+    if ranks is not None:
+        token_bytes = [b""] * len(ranks)
+        for token, rank in ranks.items():
+            token_bytes[rank] = token
+    if path is not None:
+        plan_cache.write_plan(path, key, token_bytes)
+    return None if token_bytes is None else _make_plan(tiktoken, pattern, token_bytes)
+
+
+def _eligible_pattern(backend: Any) -> str | None:
+    """The pre-tokenization regex if the tokenizer's components allow the tiktoken path."""
     normalizer = _component_json(backend.normalizer)
     pattern = _pretokenizer_pattern(_component_json(backend.pre_tokenizer))
     decoder = _component_json(backend.decoder) or {}
@@ -376,24 +406,10 @@ def _build_plan(tiktoken: Any, backend: Any) -> _TiktokenPlan | None:
     if reasons:
         logger.debug("tiktoken path not eligible: %s", ", ".join(reasons))
         return None
-    assert pattern is not None
-    key = plan_cache.tokenizer_key(backend)
-    path = plan_cache.plan_path(key)
-    cached = plan_cache.read_plan(path, key) if path is not None else None
-    if cached is not None:
-        logger.debug("tiktoken plan from the cache %s", path)
-        token_bytes = cached.token_bytes
-    else:
-        ranks = _verified_ranks(backend)
-        token_bytes = None
-        if ranks is not None:
-            token_bytes = [b""] * len(ranks)
-            for token, rank in ranks.items():
-                token_bytes[rank] = token
-        if path is not None:
-            plan_cache.write_plan(path, key, token_bytes)
-    if token_bytes is None:
-        return None
+    return pattern
+
+
+def _make_plan(tiktoken: Any, pattern: str, token_bytes: list[bytes]) -> _TiktokenPlan:
     encoding = tiktoken.Encoding(
         name=f"reasonrank-bpe-{len(token_bytes)}",
         pat_str=pattern,
@@ -406,6 +422,28 @@ def _build_plan(tiktoken: Any, backend: Any) -> _TiktokenPlan | None:
         token_bytes=token_bytes,
         prefix_safe=pattern in _PREFIX_SAFE_PATTERNS,
     )
+
+
+_PROBE = (
+    "Title: Probe Content: The quick brown fox jumps over the lazy dog; they'll say it's 12345 "
+    "+ 3.14159 = x_{i}\n\tdef rank(a, b):\n        return a[0] > b[1]  # 中文 "
+    "über café naïve ∑ 😀 passages, relevance, reasoning."
+)
+
+
+def _agrees(backend: Any, plan: _TiktokenPlan) -> bool:
+    """Whether `plan` tokenizes a probe text as the Rust tokenizer does (a cached plan is
+    checked so, in about a millisecond, before it is used)."""
+    added = [t.content for t in backend.get_added_tokens_decoder().values() if t.content]
+    if any(content in _PROBE for content in added) or backend.truncation or backend.padding:
+        return True  # the probe would not test the BPE alone
+    decoder = _byte_decoder()
+    try:
+        expected = [bytes(decoder[c] for c in token)
+                    for token in backend.encode(_PROBE, add_special_tokens=False).tokens]
+        return [plan.token_bytes[i] for i in plan.encode(_PROBE)] == expected
+    except Exception:  # a token the tables do not know: the plan is not this tokenizer's
+        return False
 
 
 def _verified_ranks(backend: Any) -> dict[bytes, int] | None:
