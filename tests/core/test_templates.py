@@ -111,13 +111,47 @@ def test_rank_llm_zephyr_template_renders_prefix_body_suffix():
     assert template.system.endswith("relevancy to the query")
 
 
-def test_rank_llm_multiturn_template_is_refused_with_the_reason():
-    path = RANK_LLM / "rank_gpt_template.yaml"
-    with pytest.raises(ConfigError) as err:
-        get_template(str(path))
-    message = str(err.value)
-    assert str(path) in message and "multiturn_listwise" in message
-    assert "singleturn_listwise" in message and "\n" not in message
+def test_rank_llm_multiturn_template_is_a_conversation(qwen_tokenizer):
+    # rank_gpt_template.yaml: the prefix as a user turn answered by the assistant, then each
+    # passage as a user turn answered "Received passage [n].", then the closing instruction
+    template = get_template(str(RANK_LLM / "rank_gpt_template.yaml"))
+    messages = template.messages("q", ["a", "b"])
+    assert [(m["role"], m["content"][:24]) for m in messages] == [
+        ("system", "You are RankGPT, an inte"),
+        ("user", "I will provide you with "),
+        ("assistant", "Okay, please provide the"),
+        ("user", "[1] a"),
+        ("assistant", "Received passage [1]."),
+        ("user", "[2] b"),
+        ("assistant", "Received passage [2]."),
+        ("user", "Search Query: q.\nRank th"),
+    ]
+    assert messages[1]["content"] == ("I will provide you with 2 passages, each indicated by "
+                                      "number identifier [].\nRank the passages based on their "
+                                      "relevance to query: q.")
+    assert messages[-1]["content"].startswith("Search Query: q.\nRank the 2 passages above")
+    assert messages[-1]["content"].endswith("do not say any word or explain.")
+    prompt = PromptBuilder(qwen_tokenizer, template, 512).render_request(
+        to_request("q", [{"text": "a [3]"}, {"text": "b"}]))
+    assert prompt.messages[3]["content"] == "[1] a (3)"
+    assert ("<|im_start|>user\n[1] a (3)<|im_end|>\n<|im_start|>assistant\nReceived passage "
+            "[1].<|im_end|>\n<|im_start|>user\n[2] b<|im_end|>\n") in prompt.text
+    assert prompt.text.endswith("explain.<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_multiturn_without_body_assistant(tmp_path):
+    path = write(tmp_path, (
+        "method: multiturn_listwise\n"
+        "prefix_user: 'Rank {num} for {query}.'\n"
+        "prefix_assistant: 'Go on.'\n"
+        'body_user: "[{rank}] {candidate}\\n"\n'
+        "suffix_user: 'Order them.'\n"
+    ))
+    assert get_template(str(path)).messages("q", ["a", "b"]) == (
+        {"role": "user", "content": "Rank 2 for q."},
+        {"role": "assistant", "content": "Go on."},
+        {"role": "user", "content": "[1] a\n[2] b\nOrder them."},
+    )
 
 
 def test_custom_body_and_no_system_message(tmp_path, qwen_tokenizer):
@@ -156,6 +190,16 @@ def test_registered_template_by_name():
     (GOOD + "open_answer: 3\n", ["open_answer", "must be a string"]),
     (GOOD.replace("singleturn_listwise", "pointwise"), ["method 'pointwise'"]),
     ("- a\n- b\n", ["YAML mapping"]),
+    ("method: multiturn_listwise\nbody_user: '[{rank}] {candidate}'\nsuffix_user: '{query}'\n",
+     ["prefix_assistant or body_assistant"]),
+    ("method: multiturn_listwise\nbody_user: '[{rank}] {candidate}'\nsuffix_user: '{query}'\n"
+     "body_assistant: 'Got {candidate}'\n", ["body_assistant", "{candidate}", "allowed in "
+                                             "body_assistant: {rank}"]),
+    ("method: multiturn_listwise\nbody_user: '[{rank}] {candidate}'\nsuffix_user: '{query}'\n"
+     "prefix_assistant: 'ok'\n", ["prefix_assistant answers prefix_user"]),
+    ("method: multiturn_listwise\nbody_user: '[{rank}]'\nsuffix_user: '{query}'\n"
+     "body_assistant: 'ok'\n", ["body_user must show {candidate}"]),
+    (GOOD + "body_assistant: x\n", ["unknown field", "body_assistant", "singleturn_listwise"]),
 ])
 def test_bad_template_file(tmp_path, text, words):
     path = write(tmp_path, text, "bad.yaml")

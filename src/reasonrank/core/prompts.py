@@ -74,11 +74,8 @@ class PromptBuilder:
         return PreparedRequest(request, clean_query(request.query.text), passages)
 
     def messages(self, query: str, passages: Sequence[str]) -> tuple[dict[str, str], ...]:
-        """System (unless the template has none, as rank_llm does) and user messages."""
-        user = {"role": "user", "content": self.template.user_message(query, passages)}
-        if not self.template.system:
-            return (user,)
-        return ({"role": "system", "content": self.template.system}, user)
+        """The window's chat messages (`PromptTemplate.messages`)."""
+        return self.template.messages(query, passages)
 
     def render(self, query: str, passages: Sequence[str]) -> Prompt:
         """The window prompt: chat template with a generation prompt, then ftfy once more."""
