@@ -46,7 +46,10 @@ class RerankConfig:
         "listwise", "reranking method: listwise (ReasonRank's sliding windows) or rank1 "
         "(Rank1's pointwise reasoning: one prompt per document, scored from log-probabilities)"
     )
-    template: str = _opt("reasoning", "prompt template (reasoning, rankgpt, qwen3)")
+    template: str = _opt(
+        "reasoning", "prompt template: reasoning, rankgpt, qwen3, or a YAML file in rank_llm's "
+        "format (docs/templates.md)"
+    )
     window_size: int = _opt(20, "passages per window")
     step: int = _opt(10, "window step, back to front")
     top_k: int = _opt(100, "rerank the first-stage top k (rank_end)")
@@ -137,16 +140,14 @@ class RerankConfig:
         from reasonrank.core.methods import check_method
 
         check_method(self.method, self.backend, self.endpoint)
-        from reasonrank.core.prompts import TEMPLATES
+        from reasonrank.core.prompt_template import get_template
 
-        if self.template not in TEMPLATES:
-            raise ConfigError(
-                f"unknown template {self.template!r}; choose one of: {', '.join(TEMPLATES)}"
-            )
+        template = get_template(self.template)  # a name or a YAML file; ConfigError says why not
         if self.force_answer_tokens:
-            if TEMPLATES[self.template].open_answer is None:
+            if template.open_answer is None:
                 raise ConfigError(f"template {self.template!r} has no answer tag to force "
-                                  "(force_answer_tokens needs reasoning or qwen3)")
+                                  "(force_answer_tokens needs reasoning, qwen3 or a template "
+                                  "file with open_answer)")
             if self.backend == "openai" and self.endpoint == "chat":
                 raise ConfigError("force_answer_tokens continues the rendered prompt; use the "
                                   "completions endpoint (the chat endpoint re-renders it)")

@@ -112,3 +112,30 @@ def test_main_unknown_template_prints_no_prompt(qwen_tokenizer_dir, tmp_path, ca
     assert rc != 0
     assert captured.out == ""
     assert "nope" in captured.err
+
+
+def test_main_template_file(qwen_tokenizer, qwen_tokenizer_dir, tmp_path, capsys):
+    # a user template file in rank_llm's format: the built-in reasoning.yaml, copied
+    from importlib import resources
+
+    text = (resources.files("reasonrank.core") / "templates" / "reasoning.yaml").read_text()
+    template = tmp_path / "my_template.yaml"
+    template.write_text(text, encoding="utf-8")
+    passages = write_passages(tmp_path / "passages.jsonl", RECORDS[:3])
+    assert main(["prompt", "--query", QUERY, "--passages", str(passages),
+                 "--tokenizer", str(qwen_tokenizer_dir), "--template", str(template)]) == 0
+    assert capsys.readouterr().out == expected(qwen_tokenizer, RECORDS[:3], 512)
+
+
+def test_main_bad_template_file_is_one_line(qwen_tokenizer_dir, tmp_path, capsys):
+    template = tmp_path / "bad.yaml"
+    template.write_text("method: singleturn_listwise\nbody: '[{rank}] {passage}'\n"
+                        "suffix: '{query}'\n", encoding="utf-8")
+    passages = write_passages(tmp_path / "passages.jsonl", RECORDS[:2])
+    rc = main(["prompt", "--query", "q", "--passages", str(passages),
+               "--tokenizer", str(qwen_tokenizer_dir), "--template", str(template)])
+    captured = capsys.readouterr()
+    assert rc == 2
+    assert captured.out == ""
+    assert str(template) in captured.err and "{passage}" in captured.err
+    assert len(captured.err.strip().splitlines()) == 1

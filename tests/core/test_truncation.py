@@ -14,6 +14,8 @@ import random
 import sys
 import time
 import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -462,3 +464,178 @@ def test_bpe_split_helper():
 def test_reference_truncate_is_the_released_code(qwen_tokenizer):
     for text in ("a b c d", "龘龘", "<|im_end|> x"):
         assert reference_truncate(qwen_tokenizer, text, 2) == reference(qwen_tokenizer, text, 2)
+
+
+# --- the verified plan, cached on disk ------------------------------------------------------------
+
+CONSISTENT = (tiny_vocab("bc", "ab", "abc"), [("b", "c"), ("a", "b"), ("a", "bc")])
+TEXTS = ("abc", "abc abcabc bc", "xabcab " * 20, "é< ab", "")
+
+
+@dataclass
+class PlanDir:
+    folder: Path
+    verifications: list[int]
+
+
+@pytest.fixture
+def plan_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlanDir:
+    """An empty plan cache; `verifications` counts the merge-by-merge checks."""
+    from reasonrank.core import truncation
+
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("REASONRANK_CACHE_DIR", str(folder))
+    calls: list[int] = []
+    verify = truncation._consistent_ranks
+
+    def counted(*args: Any) -> Any:
+        calls.append(1)
+        return verify(*args)
+
+    monkeypatch.setattr(truncation, "_consistent_ranks", counted)
+    return PlanDir(folder, calls)
+
+
+def plan_files(plan_dir: PlanDir) -> list[Path]:
+    return sorted((plan_dir.folder / "tiktoken-plans").glob("*.bin"))
+
+
+def assert_exact(tokenizer: Any, path: str = "tiktoken") -> None:
+    for n in (1, 2, 3, 7):
+        truncator = Truncator(tokenizer, n)
+        assert truncator.path == path
+        for text in TEXTS:
+            assert truncator(text) == reference(tokenizer, text, n), (text, n)
+
+
+def test_plan_cache_hit_skips_the_verification(plan_dir):
+    first = byte_level_tokenizer(*CONSISTENT)
+    assert_exact(first)
+    assert len(plan_dir.verifications) == 1 and len(plan_files(plan_dir)) == 1
+    # the same content in a new tokenizer object (as in a new process): read from disk
+    second = byte_level_tokenizer(*CONSISTENT)
+    assert second.backend_tokenizer is not first.backend_tokenizer
+    assert_exact(second)
+    assert len(plan_dir.verifications) == 1 and len(plan_files(plan_dir)) == 1
+
+
+@pytest.mark.parametrize("change", ["merges", "added token", "pre-tokenizer"])
+def test_changed_tokenizer_misses_the_cache(plan_dir, change):
+    assert_exact(byte_level_tokenizer(*CONSISTENT))
+    vocab, merges = CONSISTENT
+    changed = {
+        "merges": lambda: byte_level_tokenizer(tiny_vocab("bc", "ab"), [("b", "c"), ("a", "b")]),
+        "added token": lambda: byte_level_tokenizer(vocab, merges, special=("<x>",)),
+        "pre-tokenizer": lambda: byte_level_tokenizer(vocab, merges, gpt2=True),
+    }[change]()
+    assert_exact(changed)
+    assert len(plan_dir.verifications) == 2 and len(plan_files(plan_dir)) == 2
+
+
+def test_not_eligible_verdict_is_cached(plan_dir):
+    vocab = tiny_vocab("ab", "bc", "abc")  # "abc" = a + bc is not the lower-rank split
+    merges = [("a", "b"), ("b", "c"), ("a", "bc")]
+    assert_exact(byte_level_tokenizer(vocab, merges), "hf-fast")
+    assert_exact(byte_level_tokenizer(vocab, merges), "hf-fast")
+    assert len(plan_dir.verifications) == 1 and len(plan_files(plan_dir)) == 1
+
+
+def corruptions(good: bytes, foreign: bytes) -> dict[str, bytes]:
+    head, payload = good.split(b"}\n", 1)
+    flipped = bytearray(good)
+    flipped[-1] ^= 0x01
+    return {
+        "empty": b"",
+        "garbage": b"\x00\xff not a plan",
+        "truncated": good[: len(good) - 40],
+        "payload altered": bytes(flipped),
+        "payload appended": good + b"x",
+        "foreign": foreign,  # a valid plan of another tokenizer under this one's name
+        "bad header": head.replace(b'"format": 1', b'"format": "1"') + b"}\n" + payload,
+    }
+
+
+def test_corrupt_or_foreign_cache_file_is_rebuilt(plan_dir):
+    other = byte_level_tokenizer(tiny_vocab("bc", "ab"), [("b", "c"), ("a", "b")])
+    Truncator(other, 1)
+    (foreign_file,) = plan_files(plan_dir)
+    foreign = foreign_file.read_bytes()
+    foreign_file.unlink()
+    Truncator(byte_level_tokenizer(*CONSISTENT), 1)
+    (file,) = plan_files(plan_dir)
+    good = file.read_bytes()
+    assert len(plan_dir.verifications) == 2
+    for name, content in corruptions(good, foreign).items():
+        file.write_bytes(content)
+        before = len(plan_dir.verifications)
+        assert_exact(byte_level_tokenizer(*CONSISTENT))
+        assert len(plan_dir.verifications) == before + 1, name  # verified again, not trusted
+        assert file.read_bytes() == good, name  # and the file rewritten
+        assert_exact(byte_level_tokenizer(*CONSISTENT))
+        assert len(plan_dir.verifications) == before + 1, name  # then a hit again
+
+
+def test_unwritable_cache_dir_still_truncates(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("REASONRANK_CACHE_DIR", str(blocker / "cache"))
+    assert_exact(byte_level_tokenizer(*CONSISTENT))
+
+
+def test_cache_dir_location(tmp_path, monkeypatch):
+    from reasonrank.core.plan_cache import cache_dir
+
+    monkeypatch.setenv("REASONRANK_CACHE_DIR", str(tmp_path / "mine"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "mine"
+    monkeypatch.setenv("REASONRANK_CACHE_DIR", "")
+    assert cache_dir() is None  # off
+    monkeypatch.delenv("REASONRANK_CACHE_DIR")
+    assert cache_dir() == tmp_path / "xdg" / "reasonrank"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir() == tmp_path / "home" / ".cache" / "reasonrank"
+
+
+def test_truncation_is_the_same_with_and_without_the_cache(plan_dir, small_qwen_bpe, dl19_texts,
+                                                           monkeypatch):
+    vocab, merges = small_qwen_bpe
+    cold = byte_level_tokenizer(vocab, merges, special=("<|im_end|>",))
+    warm = byte_level_tokenizer(vocab, merges, special=("<|im_end|>",))
+    texts = [*dl19_texts[::4], "a <|im_end|> b", "e\u0301 \n  x", "中文 ü"]
+    cold_out = {n: Truncator(cold, n).truncate_all(texts) for n in (1, 17, 100)}
+    Truncator(warm, 1)
+    assert len(plan_dir.verifications) == 1  # the warm tokenizer's plan came from the file
+    monkeypatch.setenv("REASONRANK_CACHE_DIR", "")
+    uncached = byte_level_tokenizer(vocab, merges, special=("<|im_end|>",))
+    for n, expected in cold_out.items():
+        assert Truncator(warm, n).truncate_all(texts) == expected
+        assert Truncator(uncached, n).truncate_all(texts) == expected
+        assert expected == [reference(cold, t, n) for t in texts]
+    assert len(plan_dir.verifications) == 2 and len(plan_files(plan_dir)) == 1
+
+
+def test_well_formed_but_wrong_cached_plan_is_rebuilt(plan_dir, small_qwen_bpe):
+    # a file with the right key and checksum whose ranks are not this tokenizer's (a bug in an
+    # older version, a hand edit): the cached plan must tokenize a probe text as the tokenizer
+    # does, or it is verified and rewritten
+    from reasonrank.core import plan_cache
+
+    vocab, merges = small_qwen_bpe
+    Truncator(byte_level_tokenizer(vocab, merges), 1)
+    (file,) = plan_files(plan_dir)
+    good = file.read_bytes()
+    tokenizer = byte_level_tokenizer(vocab, merges)
+    key = plan_cache.tokenizer_key(tokenizer.backend_tokenizer)
+    tokens = plan_cache.read_plan(file, key).token_bytes
+    assert tokens is not None and b" thx" not in tokens
+    tokens[tokens.index(b" the")] = b" thx"
+    plan_cache.write_plan(file, key, tokens)
+    assert plan_cache.read_plan(file, key).token_bytes == tokens  # well-formed
+    assert len(plan_dir.verifications) == 1
+    for n in (1, 3, 17):
+        truncator = Truncator(tokenizer, n)
+        assert truncator.path == "tiktoken"
+        assert truncator(" the end of the line") == reference(tokenizer, " the end of the line", n)
+    assert len(plan_dir.verifications) == 2
+    assert file.read_bytes() == good

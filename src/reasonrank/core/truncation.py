@@ -5,12 +5,13 @@ cut inside a word (or inside a UTF-8 character, which then decodes to U+FFFD). `
 exactly that, by the fastest of three paths (its `path` attribute says which):
 
 * ``"tiktoken"``: for byte-level BPE tokenizers whose merges are tiktoken-consistent (Qwen2/2.5/3,
-  Llama-3 and GPT-4-style vocabularies; checked once per tokenizer, about 2 s for 150k merges,
-  then cached), `tiktoken` runs the BPE on the token bytes. Added tokens are cut out first, as
-  Hugging Face does (leftmost-longest, on the raw text); the NFC normaliser is applied to the rest
-  (Python's `unicodedata` only where it leaves the text unchanged: its Unicode version differs
-  from the Rust one on some newer combining marks); the first `n` tokens' bytes are decoded with
-  invalid UTF-8 replaced, as the ByteLevel decoder (`String::from_utf8_lossy`) does.
+  Llama-3 and GPT-4-style vocabularies; checked once per tokenizer per machine, about 3 s for
+  150k merges, then cached in memory and on disk by `core.plan_cache`), `tiktoken` runs the BPE
+  on the token bytes. Added tokens are cut out first, as Hugging Face does (leftmost-longest, on
+  the raw text); the NFC normaliser is applied to the rest (Python's `unicodedata` only where it
+  leaves the text unchanged: its Unicode version differs from the Rust one on some newer
+  combining marks); the first `n` tokens' bytes are decoded with invalid UTF-8 replaced, as the
+  ByteLevel decoder (`String::from_utf8_lossy`) does.
 * ``"hf-fast"``: a Hugging Face fast tokenizer's Rust tokenizer, called directly.
 * ``"reference"``: `reference_truncate` itself.
 
@@ -36,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from reasonrank.core import plan_cache
 from reasonrank.core.bpe import bpe_split, bytes_to_unicode
 
 logger = logging.getLogger(__name__)
@@ -357,18 +359,44 @@ def _tiktoken_plan(backend: Any) -> _TiktokenPlan | None:
 
 
 def _build_plan(tiktoken: Any, backend: Any) -> _TiktokenPlan | None:
-    data = json.loads(backend.to_str())
-    model = data.get("model") or {}
-    normalizer = data.get("normalizer")
-    pattern = _pretokenizer_pattern(data.get("pre_tokenizer"))
-    decoder = data.get("decoder") or {}
+    """The plan of a tokenizer whose components tiktoken can follow: from the disk cache
+    (`core.plan_cache`) if it tokenizes a probe as the tokenizer does, else verified merge by
+    merge and then cached."""
+    pattern = _eligible_pattern(backend)
+    if pattern is None:
+        return None
+    key = plan_cache.tokenizer_key(backend)
+    path = plan_cache.plan_path(key)
+    cached = plan_cache.read_plan(path, key) if path is not None else None
+    if cached is not None:
+        if cached.token_bytes is None:
+            logger.debug("tiktoken path not eligible (cached verdict %s)", path)
+            return None
+        plan = _make_plan(tiktoken, pattern, cached.token_bytes)
+        if _agrees(backend, plan):
+            logger.debug("tiktoken plan from the cache %s", path)
+            return plan
+        logger.info("the cached tiktoken plan %s does not tokenize as the tokenizer does; "
+                    "rebuilding it", path)
+    ranks = _verified_ranks(backend)
+    token_bytes = None
+    if ranks is not None:
+        token_bytes = [b""] * len(ranks)
+        for token, rank in ranks.items():
+            token_bytes[rank] = token
+    if path is not None:
+        plan_cache.write_plan(path, key, token_bytes)
+    return None if token_bytes is None else _make_plan(tiktoken, pattern, token_bytes)
+
+
+def _eligible_pattern(backend: Any) -> str | None:
+    """The pre-tokenization regex if the tokenizer's components allow the tiktoken path."""
+    normalizer = _component_json(backend.normalizer)
+    pattern = _pretokenizer_pattern(_component_json(backend.pre_tokenizer))
+    decoder = _component_json(backend.decoder) or {}
     reasons = []
-    if model.get("type") != "BPE":
+    if type(backend.model).__name__ != "BPE":
         reasons.append("model is not BPE")
-    if model.get("byte_fallback") or model.get("dropout") or model.get("continuing_subword_prefix"):
-        reasons.append("BPE options (byte_fallback/dropout/subword prefix)")
-    if model.get("end_of_word_suffix"):
-        reasons.append("BPE end_of_word_suffix")
     if normalizer is not None and normalizer != {"type": "NFC"}:
         reasons.append(f"normalizer {normalizer.get('type')}")
     if pattern is None:
@@ -378,25 +406,57 @@ def _build_plan(tiktoken: Any, backend: Any) -> _TiktokenPlan | None:
     if reasons:
         logger.debug("tiktoken path not eligible: %s", ", ".join(reasons))
         return None
-    added = {token["content"] for token in data.get("added_tokens") or ()}
-    ranks = _consistent_ranks(model["vocab"], model["merges"], added)
-    if ranks is None:
-        return None
+    return pattern
+
+
+def _make_plan(tiktoken: Any, pattern: str, token_bytes: list[bytes]) -> _TiktokenPlan:
     encoding = tiktoken.Encoding(
-        name=f"reasonrank-bpe-{len(ranks)}",
+        name=f"reasonrank-bpe-{len(token_bytes)}",
         pat_str=pattern,
-        mergeable_ranks=ranks,
+        mergeable_ranks={token: rank for rank, token in enumerate(token_bytes)},
         special_tokens={},
     )
-    token_bytes = [b""] * len(ranks)
-    for token, rank in ranks.items():
-        token_bytes[rank] = token
-    logger.debug("tiktoken path eligible (%d ranks)", len(ranks))
+    logger.debug("tiktoken path eligible (%d ranks)", len(token_bytes))
     return _TiktokenPlan(
         encode=encoding.encode_ordinary,
         token_bytes=token_bytes,
         prefix_safe=pattern in _PREFIX_SAFE_PATTERNS,
     )
+
+
+_PROBE = (
+    "Title: Probe Content: The quick brown fox jumps over the lazy dog; they'll say it's 12345 "
+    "+ 3.14159 = x_{i}\n\tdef rank(a, b):\n        return a[0] > b[1]  # 中文 "
+    "über café naïve ∑ 😀 passages, relevance, reasoning."
+)
+
+
+def _agrees(backend: Any, plan: _TiktokenPlan) -> bool:
+    """Whether `plan` tokenizes a probe text as the Rust tokenizer does (a cached plan is
+    checked so, in about a millisecond, before it is used)."""
+    added = [t.content for t in backend.get_added_tokens_decoder().values() if t.content]
+    if any(content in _PROBE for content in added) or backend.truncation or backend.padding:
+        return True  # the probe would not test the BPE alone
+    decoder = _byte_decoder()
+    try:
+        expected = [bytes(decoder[c] for c in token)
+                    for token in backend.encode(_PROBE, add_special_tokens=False).tokens]
+        return [plan.token_bytes[i] for i in plan.encode(_PROBE)] == expected
+    except Exception:  # a token the tables do not know: the plan is not this tokenizer's
+        return False
+
+
+def _verified_ranks(backend: Any) -> dict[bytes, int] | None:
+    """The BPE model's tiktoken ranks if its options and merges allow them (the slow check)."""
+    model = json.loads(backend.model.__getstate__())
+    if model.get("byte_fallback") or model.get("dropout") or model.get("continuing_subword_prefix"):
+        logger.debug("tiktoken path not eligible: BPE options (byte_fallback/dropout/prefix)")
+        return None
+    if model.get("end_of_word_suffix"):
+        logger.debug("tiktoken path not eligible: BPE end_of_word_suffix")
+        return None
+    added = {token.content for token in backend.get_added_tokens_decoder().values()}
+    return _consistent_ranks(model["vocab"], model["merges"], added)
 
 
 @functools.cache
