@@ -20,17 +20,13 @@ err = Console(stderr=True)
 
 def cmd_rerank(args: argparse.Namespace) -> int:
     from reasonrank.io import load_requests
-    from reasonrank.io.outputs import check_outputs
     from reasonrank.reranker import Reranker
     from reasonrank.runner import prepare_run, run_settings
 
     config = config_from_args(args)
     if args.quiet:
         _quiet_libraries()
-    traces = args.traces or f"{args.output}.traces.jsonl"
-    check_outputs({"--output": args.output, "--traces": traces},
-                  {"--requests": args.requests, "--run": args.run, "--corpus": args.corpus,
-                   "--queries": args.queries})
+    traces = args.traces or f"{args.output}.traces.jsonl"  # checked with the command's paths
     requests = load_requests(requests=args.requests, run=args.run, corpus=args.corpus,
                              queries=args.queries, top_k=None)
     # lock the output and check a resume before the model is loaded
@@ -71,16 +67,18 @@ def cmd_rerank(args: argparse.Namespace) -> int:
 
 def cmd_prompt(args: argparse.Namespace) -> int:
     from reasonrank.backends.base import load_tokenizer
-    from reasonrank.config import DEFAULT_PASSAGE_TOKENS
+    from reasonrank.config import RerankConfig
     from reasonrank.core.prompts import PromptBuilder
     from reasonrank.io.readers import read_corpus
+    from reasonrank.settings import given_values
     from reasonrank.types import Candidate, Query, Request
 
+    config = RerankConfig.from_options(**given_values(args, RerankConfig))
     docs = read_corpus(args.passages)
     request = Request(Query(args.query), [Candidate(d, doc.text, 0.0, doc.title)
                                           for d, doc in docs.items()])
-    builder = PromptBuilder(load_tokenizer(args.tokenizer), args.template,
-                            args.max_passage_tokens or DEFAULT_PASSAGE_TOKENS)
+    builder = PromptBuilder(load_tokenizer(config.tokenizer_name), config.template,
+                            config.passage_tokens)
     sys.stdout.write(builder.render_request(request).text)
     return 0
 
