@@ -189,7 +189,7 @@ class RerankConfig:
         values = coerce_values(cls, {k: v for k, v in options.items() if k in common})
         rest = {k: v for k, v in options.items() if k not in common}
         given = rest.pop("backend_options", None)
-        backend = values.get("backend", "hf")
+        backend = values.get("backend", cls.backend)
         options_cls = _options_class(backend, given)
         _reject_foreign(backend, rest, {f.name for f in dataclasses.fields(options_cls)},
                         source)

@@ -186,14 +186,14 @@ def test_unknown_synth_and_train_keys_list_the_valid_ones(tmp_path: Path, capsys
     assert code == 2 and err.count("\n") == 1
     assert "unknown setting(s) concurency" in err and "concurrency" in err
     assert not (tmp_path / "w").exists()
-    with pytest.raises(ConfigError, match="unknown setting.*epoks.*valid settings.*epochs"):
+    with pytest.raises(ConfigError, match=r"unknown setting.*epoks.*valid settings.*epochs"):
         load_settings(None, "sft", ["epoks=2"])
 
 
 def test_an_option_of_another_backend_names_its_backend() -> None:
     with pytest.raises(ConfigError, match="device is an option of backend hf, not of 'openai'"):
         RerankConfig(backend="openai", device="cpu")
-    with pytest.raises(ConfigError, match="unknown option.*devise.*valid options.*device"):
+    with pytest.raises(ConfigError, match=r"unknown option.*devise.*valid options.*device"):
         RerankConfig(devise="cpu")
 
 
@@ -263,3 +263,15 @@ def test_data_outputs_never_replace_the_source_records(tmp_path: Path, capsys: A
     code = main(["data", "filter", str(folder), "--output", records])
     err = capsys.readouterr().err
     assert code == 2 and "SOURCE input" in err
+
+
+def test_building_the_flags_imports_no_model_library() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from reasonrank.cli.main import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'vllm', 'transformers', 'trl') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

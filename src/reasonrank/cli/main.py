@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="shard queries across model replicas, one Ray actor each")
     dist.add_argument("--replicas", type=int, default=2, help="model replicas (default: 2)")
     dist.add_argument("--gpus-per-replica", type=float, default=None, metavar="G",
-                      help="GPUs per replica (default: --tensor-parallel-size for vllm, else 0)")
+                      help="GPUs per replica (default: what one replica of the backend "
+                           "holds, e.g. its tensor-parallel size)")
     dist.add_argument("--cpus-per-replica", type=float, default=1, metavar="C",
                       help="CPUs per replica (default: 1)")
     dist.add_argument("--ray-address", default=None, metavar="ADDR",

@@ -113,8 +113,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         err.print(f"[bold]reasonrank demo[/]: {len(requests)} queries x 20 passages, "
                   f"model {Path(model).name}, backend {args.backend}")
         err.print("Loading the model (a tiny CPU model: it shows the mechanics, not quality)...")
+    import dataclasses
+
+    from reasonrank.backends.registry import options_class
+
+    # every query decodes at once (a backend that batches gets one batch of them all)
+    batching = {f.name for f in dataclasses.fields(options_class(args.backend))}
+    extra = {"batch_size": len(requests)} if "batch_size" in batching else {}
     config = RerankConfig(model=model, backend=args.backend, max_new_tokens=args.max_new_tokens,
-                          batch_size=len(requests), concurrency=len(requests))
+                          concurrency=len(requests), **extra)
     with Reranker(config=config) as reranker, progress_bar(args.quiet) as progress:
         task = progress.add_task("reranking", total=len(requests))
         by_index = {}
