@@ -275,3 +275,18 @@ def test_building_the_flags_imports_no_model_library() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_shipped_rerank_and_serve_configs_load() -> None:
+    from reasonrank.cli.serve import server_values, settings_from_args
+
+    root = Path(__file__).resolve().parents[2] / "configs" / "rerank"
+    args = build_parser().parse_args(["rerank", "--output", "o", "--config",
+                                      str(root / "bright-vllm-7b.yaml")])
+    config = config_from_args(args)
+    assert isinstance(config.backend_options, VLLMOptions)
+    assert (config.passage_tokens, config.concurrency) == (512, 256)
+    args = build_parser().parse_args(["serve", "--config", str(root / "serve-openai.yaml")])
+    server, rerank, _ = server_values(args)
+    assert settings_from_args(args, server).request_timeout == 600.0
+    assert config_from_args(args, rerank).backend == "openai"
