@@ -266,7 +266,8 @@ def _reject_foreign(backend: str, values: Mapping[str, Any], valid: set[str],
                 owners.setdefault(key, []).append(name)
     if owners:
         key, holders = next(iter(owners.items()))
-        raise ConfigError(f"{source}: {key} is an option of backend {' and '.join(holders)}, "
+        where = f"--{key.replace('_', '-')}" if source == "flags" else f"{source}: {key}"
+        raise ConfigError(f"{where} is an option of backend {' and '.join(holders)}, "
                           f"not of {backend!r} (choose that backend, or drop the option); "
                           f"options of {backend!r}: {', '.join(sorted(valid)) or 'none'}")
     common = {f.name for f in dataclasses.fields(RerankConfig)} - {"backend_options"}

@@ -234,7 +234,7 @@ def file_values(args: argparse.Namespace,
         values.update(read_yaml(Path(config), extra))
     overrides = getattr(args, "overrides", None) or []
     values.update(parse_overrides(overrides, extra))
-    source = str(config) if config is not None else "--set" if overrides else "settings"
+    source = str(config) if config is not None else "--set" if overrides else "flags"
     return values, source
 
 

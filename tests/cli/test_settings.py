@@ -190,6 +190,17 @@ def test_unknown_synth_and_train_keys_list_the_valid_ones(tmp_path: Path, capsys
         load_settings(None, "sft", ["epoks=2"])
 
 
+def test_unknown_serve_key_lists_server_and_rerank_settings(tmp_path: Path,
+                                                            capsys: Any) -> None:
+    config = _write(tmp_path / "serve.yaml", "port: 9001\nmax_document: 5\n")
+    code = main(["serve", "--config", config])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "unknown setting(s) max_document;" in err
+    assert all(key in err for key in ("max_documents", "server_timeout", "window_size",
+                                      "batch_size"))
+
+
 def test_an_option_of_another_backend_names_its_backend() -> None:
     with pytest.raises(ConfigError, match="device is an option of backend hf, not of 'openai'"):
         RerankConfig(backend="openai", device="cpu")

@@ -45,9 +45,29 @@ def server_values(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
     names = {flag_dest(f): f.name for f in dataclasses.fields(ServerSettings)
              if f.metadata.get("cli", True)}
     server = {names[key]: values.pop(key) for key in list(values) if key in names}
+    _reject_unknown(values, names, source)
     given = vars(args)
     server.update({name: given[dest] for dest, name in names.items() if dest in given})
     return server, values, source
+
+
+def _reject_unknown(values: dict[str, Any], server: dict[str, str], source: str) -> None:
+    """Refuse keys that are no setting of the server, of reranking or of any backend, listing
+    the valid ones (the server's, reranking's and the selected backend's)."""
+    import dataclasses
+
+    from reasonrank.backends.registry import backend_names, options_class
+    from reasonrank.config import RerankConfig
+    from reasonrank.settings import reject_unknown
+
+    def names(cls: Any) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)} - {"backend_options"}
+
+    anywhere = names(RerankConfig).union(*(names(options_class(b)) for b in backend_names()))
+    if set(values) - anywhere:
+        selected = options_class(values.get("backend", RerankConfig.backend))
+        reject_unknown(set(values) - anywhere, {*server, *names(RerankConfig), *names(selected)},
+                       source, " for serve")
 
 
 def settings_from_args(args: argparse.Namespace,
