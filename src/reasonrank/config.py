@@ -117,7 +117,7 @@ class RerankConfig:
     backend_options: BackendOptions = option(  # noqa: RUF009 (a field specifier)
         default_factory=BackendOptions, help="the selected backend's options", cli=False)
 
-    def __init__(self, backend_options: BackendOptions | Mapping[str, Any] | None = None,
+    def __init__(self, *, backend_options: BackendOptions | Mapping[str, Any] | None = None,
                  **values: Any) -> None:
         for f in dataclasses.fields(RerankConfig):
             if f.name != "backend_options":
