@@ -1,17 +1,23 @@
 """One definition of every reranking option, shared by the Python API, the CLI and the server.
 
-Each field's metadata carries its help text and its group; the CLI builds its flags from it
+`RerankConfig` holds the backend-independent options; each backend declares its own options
+dataclass (a `BackendOptions`, the backend class's `Options`) in its module, and the config
+carries the selected backend's as `backend_options`. Keyword options of the backend are routed
+there: `RerankConfig(backend="hf", device="cpu")` sets `backend_options.device`. Each field's
+metadata carries its help text, choices and group; the CLI builds its flags from it
 (`--window-size` for `window_size`), so a new option is added here once.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from reasonrank.core.parsing import POLICIES
 from reasonrank.errors import ConfigError
+from reasonrank.settings import check_fields, choices_of, coerce_values, option
 
 # Passage truncation presets of the reference (section 1): tokens of the model's tokenizer.
 PASSAGE_TOKEN_PRESETS: dict[str, int] = {
@@ -23,28 +29,75 @@ PASSAGE_TOKEN_PRESETS: dict[str, int] = {
     "msmarco": 100,
 }
 DEFAULT_PASSAGE_TOKENS = 512
-# --concurrency when it is not given: a vLLM engine or an OpenAI-compatible server keeps hundreds
-# of sequences decoding at once; the hf backend batches --batch-size of them per step.
-BACKEND_CONCURRENCY = {"vllm": 256, "openai": 256}
-HF_CONCURRENCY_PER_BATCH = 4
+DEFAULT_CONCURRENCY = 32
+"""--concurrency of a backend whose options say nothing else."""
 ENDPOINTS = ("completions", "chat")
 OUTPUT_SCORES = ("rank", "reference")
 
+_O = TypeVar("_O", bound="BackendOptions")
+
 
 def _opt(default: Any, help: str, group: str = "rerank", **extra: Any) -> Any:
-    return field(default=default, metadata={"help": help, "group": group, **extra})
+    return option(default, help, group=group, **extra)
+
+
+def _method_names() -> list[str]:
+    from reasonrank.core.methods import method_names
+
+    return method_names()
+
+
+def _backend_names() -> list[str]:
+    from reasonrank.backends.registry import backend_names
+
+    return backend_names()
 
 
 @dataclass
+class BackendOptions:
+    """The options of one backend. Each backend subclasses it in its own module (fields made
+    with `reasonrank.settings.option`, whose metadata builds its CLI flag group) and names the
+    subclass as its class's `Options`. This base has no options."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    def default_concurrency(self) -> int:
+        """--concurrency when it is not given (the generations this backend keeps busy)."""
+        return DEFAULT_CONCURRENCY
+
+    def check(self, config: RerankConfig) -> None:
+        """Raise `ConfigError` when these options cannot serve `config` (cross-checks)."""
+
+    def raw_prompt_problem(self) -> str | None:
+        """Why this backend cannot continue a rendered prompt as it is (budget forcing and the
+        rank1 method need that), with what to do instead; None when it can."""
+        return None
+
+    @classmethod
+    def of(cls: type[_O], config: RerankConfig) -> _O:
+        """`config.backend_options`, checked to be this class (a backend's `from_config`)."""
+        if not isinstance(config.backend_options, cls):
+            raise ConfigError(f"backend {config.backend!r} needs {cls.__name__}, got "
+                              f"{type(config.backend_options).__name__}")
+        return config.backend_options
+
+
+@dataclass(init=False)
 class RerankConfig:
-    """Everything that decides how a reranking run behaves. Defaults reproduce ReasonRank."""
+    """Everything that decides how a reranking run behaves. Defaults reproduce ReasonRank.
+
+    Keywords that are not fields are options of the selected backend (`device`, `api_base`,
+    `tensor_parallel_size`, ...): they go to `backend_options`, checked against its class.
+    """
 
     model: str = _opt("liuwenhan/reasonrank-7B", "model id or path (a .gguf file works with hf)")
-    backend: str = _opt("hf", "generation backend (hf, openai, vllm, fake)")
+    backend: str = _opt("hf", "generation backend", flag_choices=_backend_names)
     tokenizer: str | None = _opt(None, "tokenizer id or path (default: the model's)")
     method: str = _opt(
         "listwise", "reranking method: listwise (ReasonRank's sliding windows) or rank1 "
-        "(Rank1's pointwise reasoning: one prompt per document, scored from log-probabilities)"
+        "(Rank1's pointwise reasoning: one prompt per document, scored from log-probabilities)",
+        flag_choices=_method_names,
     )
     template: str = _opt(
         "reasoning", "prompt template: reasoning, rankgpt, qwen3, or a YAML file in rank_llm's "
@@ -65,8 +118,8 @@ class RerankConfig:
     temperature: float = _opt(0.0, "sampling temperature (0 = greedy)")
     seed: int | None = _opt(None, "sampling seed")
     concurrency: int | None = _opt(
-        None, "global cap on generations in flight (default: 256 for vllm and openai, "
-        f"{HF_CONCURRENCY_PER_BATCH} x --batch-size for hf)",
+        None, "global cap on generations in flight (default: the backend's: 256 for an "
+        "engine or a server, a few batches for hf)",
     )
     policy: str = _opt("reproduce", "parse policy for windows without an answer", choices=POLICIES)
     output_scores: str = _opt(
@@ -79,78 +132,34 @@ class RerankConfig:
         0, "budget forcing: a window that spends its budget without an answer gets the "
         "template's answer opening (</think> <answer>) and N more tokens (0 = off, the reference)"
     )
-    # hf
-    device: str = _opt("auto", "torch device: auto, cpu, cuda, cuda:1, mps", group="hf")
-    dtype: str = _opt("auto", "torch dtype: auto, bfloat16, float16, float32", group="hf")
-    batch_size: int = _opt(8, "most windows decoding together", group="hf")
-    hf_batching: str = _opt(
-        "continuous", "continuous (a finished window's slot takes the next one) or lockstep "
-        "(one generate() call per batch)", group="hf", choices=("continuous", "lockstep"),
-    )
-    attn_implementation: str = _opt(
-        "sdpa", "attention kernel: sdpa, eager, flash_attention_2", group="hf",
-        choices=("sdpa", "eager", "flash_attention_2"),
-    )
-    # openai
-    api_base: str = _opt("http://127.0.0.1:8000/v1", "OpenAI-compatible base URL", group="openai")
-    api_key_env: str = _opt(
-        "OPENAI_API_KEY", "environment variable that holds the API key", group="openai"
-    )
-    endpoint: str = _opt(
-        "completions", "completions (exact rendered prompt) or chat", group="openai",
-        choices=ENDPOINTS,
-    )
-    request_timeout: float = _opt(600.0, "seconds before a request is retried", group="openai")
-    max_retries: int = _opt(6, "retries on 429, 5xx and timeouts", group="openai")
-    extra_body: dict[str, Any] | None = _opt(  # noqa: RUF009 (default None)
-        None, "JSON object merged into every request body, e.g. '{\"repeat_penalty\": 1.0}' "
-        "for llama.cpp's server (whose default 1.1 changes greedy outputs)", group="openai",
-    )
-    # vllm
-    tensor_parallel_size: int = _opt(1, "GPUs per model replica", group="vllm")
-    gpu_memory_utilization: float = _opt(0.9, "fraction of GPU memory vLLM may take", group="vllm")
-    max_model_len: int | None = _opt(None, "context length (default: the model's)", group="vllm")
-    enable_prefix_caching: bool = _opt(True, "reuse the KV cache of shared prefixes", group="vllm")
-    max_num_seqs: int | None = _opt(
-        None, "sequences decoded at once (default: vLLM's)", group="vllm"
-    )
-    max_num_batched_tokens: int | None = _opt(
-        None, "tokens per engine step (default: vLLM's)", group="vllm"
-    )
+    # the selected backend's options: its own dataclass, declared in its module
+    backend_options: BackendOptions = option(  # noqa: RUF009 (a field specifier)
+        default_factory=BackendOptions, help="the selected backend's options", cli=False)
+
+    def __init__(self, *, backend_options: BackendOptions | Mapping[str, Any] | None = None,
+                 **values: Any) -> None:
+        for f in dataclasses.fields(RerankConfig):
+            if f.name != "backend_options":
+                setattr(self, f.name, values.pop(f.name) if f.name in values else f.default)
+        self.backend_options = _backend_options(self.backend, backend_options, values)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
-        from reasonrank.core.options import check_options
-
         # Not a field: whether concurrency was left to the backend's default (see `replace`).
         self._default_concurrency = self.concurrency is None
         if self.concurrency is None:
-            self.concurrency = default_concurrency(self.backend, self.batch_size)
-        check_options((f.name, getattr(self, f.name)) for f in dataclasses.fields(self))
-        if self.extra_body is not None and (
-            not isinstance(self.extra_body, dict)
-            or not all(isinstance(k, str) for k in self.extra_body)
-        ):
-            raise ConfigError(f"extra_body must be a JSON object, got {self.extra_body!r}")
-        for name in ("policy", "endpoint", "preset", "attn_implementation", "output_scores",
-                     "hf_batching"):
-            choices = field_choices(name)
-            value = getattr(self, name)
-            if value is not None and choices and value not in choices:
-                raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-        from reasonrank.core.methods import check_method
-
-        check_method(self.method, self.backend, self.endpoint)
+            self.concurrency = self.backend_options.default_concurrency()
+        check_fields(self)
+        from reasonrank.core.methods import method_class
         from reasonrank.core.prompt_template import get_template
 
         template = get_template(self.template)  # a name or a YAML file; ConfigError says why not
-        if self.force_answer_tokens:
-            if template.open_answer is None:
-                raise ConfigError(f"template {self.template!r} has no answer tag to force "
-                                  "(force_answer_tokens needs reasoning, qwen3 or a template "
-                                  "file with open_answer)")
-            if self.backend == "openai" and self.endpoint == "chat":
-                raise ConfigError("force_answer_tokens continues the rendered prompt; use the "
-                                  "completions endpoint (the chat endpoint re-renders it)")
+        if self.force_answer_tokens and template.open_answer is None:
+            raise ConfigError(f"template {self.template!r} has no answer tag to force "
+                              "(force_answer_tokens needs reasoning, qwen3 or a template "
+                              "file with open_answer)")
+        self.backend_options.check(self)
+        method_class(self.method).check_settings(self)  # unknown, or not runnable here
 
     def warnings(self) -> list[str]:
         """What these settings do that a user probably did not mean (the CLI logs each)."""
@@ -191,23 +200,98 @@ class RerankConfig:
         return self.tokenizer or self.model
 
     @classmethod
-    def from_options(cls, **options: Any) -> RerankConfig:
-        """Build from keyword options, rejecting unknown names with the list of valid ones."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(options) - names)
-        if unknown:
-            raise ConfigError(
-                f"unknown option(s) {', '.join(unknown)}; valid options: {', '.join(sorted(names))}"
-            )
-        return cls(**options)
+    def from_options(cls, source: str = "options", **options: Any) -> RerankConfig:
+        """Build from keyword options of any type YAML or flags give (checked and converted
+        against the fields' types), rejecting unknown names with the list of valid ones;
+        `source` names where they come from in errors."""
+        common = {f.name for f in dataclasses.fields(cls)} - {"backend_options"}
+        values = coerce_values(cls, {k: v for k, v in options.items() if k in common})
+        rest = {k: v for k, v in options.items() if k not in common}
+        given = rest.pop("backend_options", None)
+        backend = values.get("backend", cls.backend)
+        options_cls = _options_class(backend, given)
+        _reject_foreign(backend, rest, {f.name for f in dataclasses.fields(options_cls)},
+                        source)
+        return cls(backend_options=given, **values, **coerce_values(options_cls, rest))
 
     def replace(self, **changes: Any) -> RerankConfig:
+        """A copy with `changes` (backend options included); a changed backend starts from its
+        own default options."""
         if getattr(self, "_default_concurrency", False):
             changes.setdefault("concurrency", None)  # follow a changed backend or batch size
+        if changes.get("backend", self.backend) != self.backend:
+            changes.setdefault("backend_options", None)
         return dataclasses.replace(self, **changes)
 
+    def options_dict(self) -> dict[str, Any]:
+        """The backend's options by name (as the CLI flags and YAML files give them)."""
+        return dataclasses.asdict(self.backend_options)
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every option by name, the backend's included, flat (the shape a YAML file has)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name != "backend_options"}
+        return {**values, **self.options_dict()}
+
+
+def _backend_options(backend: str, given: BackendOptions | Mapping[str, Any] | None,
+                     keywords: dict[str, Any]) -> BackendOptions:
+    """The options of `backend`: `given` (an instance or a mapping) updated with `keywords`,
+    each checked to be an option of that backend."""
+    options_cls = _options_class(backend, given)
+    valid = {f.name for f in dataclasses.fields(options_cls)}
+    if isinstance(given, BackendOptions):
+        if not isinstance(given, options_cls):
+            raise ConfigError(f"backend_options are {type(given).__name__}; backend "
+                              f"{backend!r} takes {options_cls.__name__}")
+        _reject_foreign(backend, keywords, valid, "options")
+        return dataclasses.replace(given, **keywords) if keywords else given
+    values = {**(given or {}), **keywords}
+    _reject_foreign(backend, values, valid, "options")
+    result: BackendOptions = options_cls(**values)
+    return result
+
+
+def _options_class(backend: str, given: Any) -> type[BackendOptions]:
+    """The options class of `backend`: the registered one; for a backend object that is not
+    registered (`Reranker(backend=MyBackend(...))`), the class of the options it brings."""
+    from reasonrank.backends.registry import backend_names, options_class
+
+    if isinstance(given, BackendOptions) and backend not in backend_names():
+        return type(given)
+    cls: type[BackendOptions] = options_class(backend)
+    return cls
+
+
+def _reject_foreign(backend: str, values: Mapping[str, Any], valid: set[str],
+                    source: str) -> None:
+    """Raise `ConfigError` for keys that are neither options nor `backend`'s options, naming
+    the backend they belong to when another one has them."""
+    unknown = sorted(set(values) - valid)
+    if not unknown:
+        return
+    from reasonrank.backends.registry import backend_names, options_class
+
+    owners: dict[str, list[str]] = {}
+    for name in backend_names():
+        if name == backend:
+            continue
+        try:
+            names = {f.name for f in dataclasses.fields(options_class(name))}
+        except Exception:  # a broken third-party backend owns nothing
+            continue
+        for key in unknown:
+            if key in names:
+                owners.setdefault(key, []).append(name)
+    if owners:
+        key, holders = next(iter(owners.items()))
+        where = f"--{key.replace('_', '-')}" if source == "flags" else f"{source}: {key}"
+        raise ConfigError(f"{where} is an option of backend {' and '.join(holders)}, "
+                          f"not of {backend!r} (choose that backend, or drop the option); "
+                          f"options of {backend!r}: {', '.join(sorted(valid)) or 'none'}")
+    common = {f.name for f in dataclasses.fields(RerankConfig)} - {"backend_options"}
+    raise ConfigError(f"{source}: unknown option(s) {', '.join(unknown)}; valid options with "
+                      f"backend {backend!r}: {', '.join(sorted(common | valid))}")
 
 
 def _gaps(seen: list[bool], start: int) -> list[tuple[int, int]]:
@@ -223,13 +307,9 @@ def _gaps(seen: list[bool], start: int) -> list[tuple[int, int]]:
     return gaps
 
 
-def default_concurrency(backend: str, batch_size: int) -> int:
-    """--concurrency when it is not given: 256 for vllm and openai, a few hf batches else."""
-    return BACKEND_CONCURRENCY.get(backend, HF_CONCURRENCY_PER_BATCH * max(1, batch_size))
-
-
 def field_choices(name: str) -> tuple[str, ...] | None:
+    """The choices of a `RerankConfig` field (None when it has none)."""
     for f in dataclasses.fields(RerankConfig):
         if f.name == name:
-            return f.metadata.get("choices")
+            return choices_of(f)
     raise KeyError(name)

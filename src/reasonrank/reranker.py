@@ -44,6 +44,8 @@ class Reranker:
         if config is None:
             if model is not None:
                 options["model"] = model
+            if not isinstance(backend, str):  # a backend object brings its options class
+                options.setdefault("backend_options", type(backend).Options())
             options["backend"] = backend if isinstance(backend, str) else backend.name
             config = RerankConfig.from_options(**options)
         elif model is not None or options:

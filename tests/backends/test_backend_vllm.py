@@ -119,6 +119,6 @@ def test_concurrency_default_follows_replace() -> None:
 
 @pytest.mark.parametrize("name", ["max_num_seqs", "max_num_batched_tokens"])
 def test_engine_batch_settings_must_be_positive(name: str) -> None:
-    assert getattr(RerankConfig(), name) is None  # vLLM's own default
+    assert getattr(RerankConfig(backend="vllm").backend_options, name) is None  # vLLM's own
     with pytest.raises(ConfigError, match=name):
-        RerankConfig(**{name: 0})
+        RerankConfig(backend="vllm", **{name: 0})

@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
-import reasonrank.cli.main as cli
 from fake_openai_server import FakeOpenAIServer, Fault, prompt_text_of
 from fake_teacher import TOPICS, FakeTeacher, make_corpus
 from reasonrank.backends.base import Backend
+from reasonrank.cli.main import main as cli_main
 from reasonrank.errors import ConfigError, InputFormatError
 from reasonrank.synth import (
     AnswerCache,
@@ -102,7 +102,7 @@ def run_cli(*args: str) -> tuple[int, str, str]:
     """`reasonrank synth ...` in this process: (exit status, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = cli.main(["synth", *args])
+        rc = cli_main(["synth", *args])
     return rc, out.getvalue(), err.getvalue()
 
 
@@ -349,7 +349,7 @@ def test_data_sft_defaults_to_the_teachers_prompts(inputs: Inputs, tmp_path: Pat
     assert all("after the rain" not in p for p in labelled)
     for kind in ("sft", "rl"):
         output = tmp_path / f"{kind}.jsonl"
-        assert cli.main(["data", kind, str(export), "--output", str(output), "-q"]) == 0
+        assert cli_main(["data", kind, str(export), "--output", str(output), "-q"]) == 0
         rows = read_examples(output)
         assert len(rows) == len(data.records) == len(labelled) == 2
         assert {row["prompt"] for row in rows} == labelled
@@ -358,7 +358,7 @@ def test_data_sft_defaults_to_the_teachers_prompts(inputs: Inputs, tmp_path: Pat
     # another length renders other prompts, and says so
     caplog.clear()
     longer = tmp_path / "longer.jsonl"
-    assert cli.main(["data", "sft", str(export), "--max-passage-tokens", "512", "--output",
+    assert cli_main(["data", "sft", str(export), "--max-passage-tokens", "512", "--output",
                      str(longer), "-q"]) == 0
     assert not {row["prompt"] for row in read_examples(longer)} & labelled
     assert "max_passage_tokens 12 -> 512" in caplog.text

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("trl")
 pytest.importorskip("peft")
 
-import reasonrank.cli.main as cli
+from reasonrank.cli.main import main as cli_main
 from reasonrank.errors import ConfigError
 from reasonrank.training.rewards import RewardWeights, score_response
 from reasonrank.training.settings import (
@@ -396,7 +396,7 @@ def run_cli(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
 
     verbosity = transformers.logging.get_verbosity()
     try:
-        return cli.main(argv)
+        return cli_main(argv)
     finally:  # -q silences the libraries process-wide; restore them for the other tests
         transformers.logging.set_verbosity(verbosity)
         transformers.logging.enable_progress_bar()

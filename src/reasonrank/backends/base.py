@@ -1,13 +1,12 @@
-"""The backend registry: names -> lazily imported classes, loading a backend from the settings,
-and the tokenizer loader the backends share. The interface itself is `reasonrank.core.backend`."""
+"""Loading a backend from the settings, and the tokenizer loader the backends share. The
+registry is `reasonrank.backends.registry`; the interface is `reasonrank.core.backend`."""
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
+from reasonrank.backends.registry import backend_names, load_class, register_backend
 from reasonrank.core.backend import Backend
-from reasonrank.errors import ConfigError
 
 __all__ = ["LOADER_BUGS", "Backend", "backend_class", "backend_names", "load_backend",
            "load_tokenizer", "register_backend", "split_gguf_path"]
@@ -16,33 +15,10 @@ if TYPE_CHECKING:
     from reasonrank.config import RerankConfig
 
 
-# name -> "module:Class"; modules are imported only when a backend is asked for.
-_REGISTRY: dict[str, str] = {
-    "hf": "reasonrank.backends.hf:HFBackend",
-    "openai": "reasonrank.backends.openai:OpenAIBackend",
-    "vllm": "reasonrank.backends.vllm:VLLMBackend",
-    "fake": "reasonrank.backends.fake:FakeBackend",
-}
-
-
-def register_backend(name: str, target: str) -> None:
-    """Register a backend class given as "module:Class" (imported lazily)."""
-    _REGISTRY[name] = target
-
-
-def backend_names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
 def backend_class(name: str) -> type[Backend]:
-    try:
-        target = _REGISTRY[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown backend {name!r}; choose one of: {', '.join(backend_names())}"
-        ) from None
-    module_name, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module_name), attr)
+    """The class of backend `name` (`ConfigError` naming the registered ones if unknown)."""
+    cls: type[Backend] = load_class(name)
+    return cls
 
 
 LOADER_BUGS = (AttributeError, NameError, AssertionError, ImportError, NotImplementedError)

@@ -16,11 +16,14 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from reasonrank.backends.base import Backend
-from reasonrank.config import RerankConfig
+from reasonrank.config import BackendOptions, RerankConfig
+from reasonrank.core.options import NON_NEGATIVE
 from reasonrank.errors import ConfigError
+from reasonrank.settings import option
 from reasonrank.types import Generation, Prompt, SamplingParams
 
 _PASSAGE = re.compile(r"^\[(\d+)\] (.*)$", re.MULTILINE)
@@ -30,8 +33,19 @@ _POINTWISE = re.compile(r"Query: (.*)\nPassage: (.*)\n<think>", re.DOTALL)
 STRATEGIES = ("overlap", "reverse", "identity")
 
 
+@dataclass
+class FakeOptions(BackendOptions):
+    """Options of the fake backend."""
+
+    fake_strategy: str = option("overlap", "how the fake backend ranks: overlap (query term "
+                                "overlap), reverse or identity", group="fake", choices=STRATEGIES)
+    fake_latency: float = option(0.0, "seconds each fake generation takes", group="fake",
+                                 range=NON_NEGATIVE)
+
+
 class FakeBackend(Backend):
     name = "fake"
+    Options = FakeOptions
 
     def __init__(self, tokenizer: Any = None, strategy: str = "overlap", latency: float = 0.0):
         if strategy not in STRATEGIES:
@@ -45,7 +59,9 @@ class FakeBackend(Backend):
     def from_config(cls, config: RerankConfig) -> FakeBackend:
         from reasonrank.backends.base import load_tokenizer
 
-        return cls(load_tokenizer(config.tokenizer_name))
+        options = FakeOptions.of(config)
+        return cls(load_tokenizer(config.tokenizer_name), options.fake_strategy,
+                   options.fake_latency)
 
     @property
     def tokenizer(self) -> Any:

@@ -25,13 +25,18 @@ from functools import lru_cache
 from typing import Any
 
 from reasonrank.backends.base import Backend, load_tokenizer, split_gguf_path
-from reasonrank.config import RerankConfig
+from reasonrank.config import BackendOptions, RerankConfig
+from reasonrank.core.options import AT_LEAST_1
 from reasonrank.errors import BackendError, ConfigError, LogprobsUnavailableError, require
+from reasonrank.settings import option
 from reasonrank.types import Generation, Prompt, SamplingParams
 
 log = logging.getLogger(__name__)
 
 BATCHING_MODES = ("continuous", "lockstep")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+CONCURRENCY_PER_BATCH = 4
+"""--concurrency when it is not given: this many batches of --batch-size windows."""
 # A running continuous batch returns to the event loop at least this often (decode steps), so
 # newly arrived or cancelled windows are seen promptly.
 _MAX_STEPS_PER_CALL = 16
@@ -51,8 +56,26 @@ class _Pending:
         return not self.future.done()
 
 
+@dataclass
+class HFOptions(BackendOptions):
+    """Options of the transformers backend."""
+
+    device: str = option("auto", "torch device: auto, cpu, cuda, cuda:1, mps", group="hf")
+    dtype: str = option("auto", "torch dtype", group="hf", choices=DTYPES)
+    batch_size: int = option(8, "most windows decoding together", group="hf", range=AT_LEAST_1)
+    hf_batching: str = option(
+        "continuous", "continuous (a finished window's slot takes the next one) or lockstep "
+        "(one generate() call per batch)", group="hf", choices=BATCHING_MODES)
+    attn_implementation: str = option(
+        "sdpa", "attention kernel", group="hf", choices=("sdpa", "eager", "flash_attention_2"))
+
+    def default_concurrency(self) -> int:
+        return CONCURRENCY_PER_BATCH * self.batch_size
+
+
 class HFBackend(Backend):
     name = "hf"
+    Options = HFOptions
 
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8,
                  batching: str = "continuous", logits_processors: Sequence[Any] = ()) -> None:
@@ -84,19 +107,20 @@ class HFBackend(Backend):
     def from_config(cls, config: RerankConfig) -> HFBackend:
         torch = require("torch", "hf", "the hf backend")
         transformers = require("transformers", "hf", "the hf backend")
+        options = HFOptions.of(config)
         directory, gguf = split_gguf_path(config.model)
         kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
-        dtype = _resolve_dtype(torch, config.dtype)
-        device = _resolve_device(torch, config.device)
+        dtype = _resolve_dtype(torch, options.dtype)
+        device = _resolve_device(torch, options.device)
         try:
             model = transformers.AutoModelForCausalLM.from_pretrained(
-                directory, dtype=dtype, attn_implementation=config.attn_implementation, **kwargs
+                directory, dtype=dtype, attn_implementation=options.attn_implementation, **kwargs
             )
         except (OSError, ValueError) as exc:
             raise BackendError(f"could not load model {config.model!r}: {exc}") from exc
         model.to(device).eval()
         tokenizer = load_tokenizer(config.tokenizer or config.model, "the hf backend")
-        return cls(model, tokenizer, batch_size=config.batch_size, batching=config.hf_batching)
+        return cls(model, tokenizer, batch_size=options.batch_size, batching=options.hf_batching)
 
     @property
     def tokenizer(self) -> Any:

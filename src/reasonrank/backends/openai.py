@@ -37,12 +37,14 @@ import random
 import time
 from collections import Counter
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from reasonrank.backends.base import Backend, load_tokenizer
-from reasonrank.config import ENDPOINTS
+from reasonrank.config import ENDPOINTS, BackendOptions
+from reasonrank.core.options import POSITIVE, Range
 from reasonrank.core.redact import redact_url
 from reasonrank.errors import (
     BackendError,
@@ -51,6 +53,7 @@ from reasonrank.errors import (
     LogprobsUnavailableError,
 )
 from reasonrank.http_errors import clip, error_detail, message_of
+from reasonrank.settings import option
 from reasonrank.types import Generation, Prompt, SamplingParams
 
 if TYPE_CHECKING:
@@ -70,10 +73,56 @@ class _RetryableError(Exception):
         self.retry_after = retry_after
 
 
+SERVER_CONCURRENCY = 256
+"""--concurrency when it is not given: a server keeps hundreds of sequences decoding at once."""
+
+
+@dataclass
+class OpenAIOptions(BackendOptions):
+    """Options of the OpenAI-compatible backend."""
+
+    api_base: str = option("http://127.0.0.1:8000/v1", "OpenAI-compatible base URL",
+                           group="openai")
+    api_key_env: str = option("OPENAI_API_KEY", "environment variable that holds the API key",
+                              group="openai")
+    endpoint: str = option("completions", "completions (exact rendered prompt) or chat",
+                           group="openai", choices=ENDPOINTS)
+    request_timeout: float = option(600.0, "seconds before a request is retried",
+                                    group="openai", range=POSITIVE)
+    max_retries: int = option(6, "retries on 429, 5xx and timeouts", group="openai",
+                              range=Range(0, 1000))
+    extra_body: dict[str, Any] | None = option(  # noqa: RUF009 (a field specifier)
+        None, "JSON object merged into every request body, e.g. '{\"repeat_penalty\": 1.0}' "
+        "for llama.cpp's server (whose default 1.1 changes greedy outputs)", group="openai")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.extra_body is not None and (
+            not isinstance(self.extra_body, dict)
+            or not all(isinstance(k, str) for k in self.extra_body)
+        ):
+            raise ConfigError(f"extra_body must be a JSON object, got {self.extra_body!r}")
+
+    def default_concurrency(self) -> int:
+        return SERVER_CONCURRENCY
+
+    def check(self, config: RerankConfig) -> None:
+        problem = self.raw_prompt_problem()
+        if config.force_answer_tokens and problem:
+            raise ConfigError(f"force_answer_tokens continues the rendered prompt: {problem}")
+
+    def raw_prompt_problem(self) -> str | None:
+        if self.endpoint == "chat":
+            return ("use the openai backend's completions endpoint (the chat endpoint "
+                    "re-renders the prompt)")
+        return None
+
+
 class OpenAIBackend(Backend):
     """Generations from an OpenAI-compatible HTTP server, `concurrency` requests at a time."""
 
     name = "openai"
+    Options = OpenAIOptions
 
     def __init__(
         self,
@@ -141,16 +190,17 @@ class OpenAIBackend(Backend):
 
     @classmethod
     def from_config(cls, config: RerankConfig) -> OpenAIBackend:
+        options = OpenAIOptions.of(config)
         return cls(
             config.model,
-            api_base=config.api_base,
-            api_key_env=config.api_key_env,
-            endpoint=config.endpoint,
+            api_base=options.api_base,
+            api_key_env=options.api_key_env,
+            endpoint=options.endpoint,
             tokenizer_name=config.tokenizer_name,
-            request_timeout=config.request_timeout,
-            max_retries=config.max_retries,
+            request_timeout=options.request_timeout,
+            max_retries=options.max_retries,
             concurrency=config.in_flight,
-            extra_body=config.extra_body,
+            extra_body=options.extra_body,
         )
 
     @property

@@ -34,10 +34,14 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from reasonrank.backends.base import Backend, load_tokenizer
+from reasonrank.config import BackendOptions
+from reasonrank.core.options import AT_LEAST_1, Range
 from reasonrank.errors import BackendError, ConfigError, require
+from reasonrank.settings import option
 from reasonrank.types import Generation, Prompt, SamplingParams
 
 if TYPE_CHECKING:
@@ -122,6 +126,33 @@ def _engine_setting_error(exc: Exception, args: Mapping[str, Any]) -> str:
     return f"invalid vllm setting {name}={value!r}: {msg}"
 
 
+ENGINE_CONCURRENCY = 256
+"""--concurrency when it is not given: the engine keeps hundreds of sequences decoding."""
+
+
+@dataclass
+class VLLMOptions(BackendOptions):
+    """Options of the in-process vLLM backend (engine arguments)."""
+
+    tensor_parallel_size: int = option(1, "GPUs per model replica", group="vllm",
+                                       range=AT_LEAST_1)
+    gpu_memory_utilization: float = option(0.9, "fraction of GPU memory vLLM may take",
+                                           group="vllm", range=Range(0, 1, low_open=True))
+    max_model_len: int | None = option(None, "context length (default: the model's)",
+                                       group="vllm", range=AT_LEAST_1)
+    enable_prefix_caching: bool = option(True, "reuse the KV cache of shared prefixes",
+                                         group="vllm")
+    dtype: str = option("auto", "weights dtype (auto, bfloat16, float16, float32)",
+                        group="vllm")
+    max_num_seqs: int | None = option(None, "sequences decoded at once (default: vLLM's)",
+                                      group="vllm", range=AT_LEAST_1)
+    max_num_batched_tokens: int | None = option(
+        None, "tokens per engine step (default: vLLM's)", group="vllm", range=AT_LEAST_1)
+
+    def default_concurrency(self) -> int:
+        return ENGINE_CONCURRENCY
+
+
 class VLLMBackend(Backend):
     """Generate with an in-process vLLM engine (`AsyncLLM`, continuous batching).
 
@@ -138,6 +169,7 @@ class VLLMBackend(Backend):
     """
 
     name: ClassVar[str] = "vllm"
+    Options = VLLMOptions
 
     def __init__(
         self,
@@ -409,19 +441,20 @@ class VLLMBackend(Backend):
 
     @classmethod
     def replica_gpus(cls, config: RerankConfig) -> float:
-        return config.tensor_parallel_size  # one engine spans this many GPUs
+        return VLLMOptions.of(config).tensor_parallel_size  # one engine spans this many GPUs
 
     @classmethod
     def from_config(cls, config: RerankConfig) -> VLLMBackend:
+        options = VLLMOptions.of(config)
         return cls(
             config.model,
             tokenizer_name=config.tokenizer_name,
-            tensor_parallel_size=config.tensor_parallel_size,
-            gpu_memory_utilization=config.gpu_memory_utilization,
-            max_model_len=config.max_model_len,
-            enable_prefix_caching=config.enable_prefix_caching,
-            dtype=config.dtype,
+            tensor_parallel_size=options.tensor_parallel_size,
+            gpu_memory_utilization=options.gpu_memory_utilization,
+            max_model_len=options.max_model_len,
+            enable_prefix_caching=options.enable_prefix_caching,
+            dtype=options.dtype,
             seed=config.seed,
-            max_num_seqs=config.max_num_seqs,
-            max_num_batched_tokens=config.max_num_batched_tokens,
+            max_num_seqs=options.max_num_seqs,
+            max_num_batched_tokens=options.max_num_batched_tokens,
         )

@@ -39,7 +39,7 @@ def register(sub: Any) -> None:  # argparse's subparsers action
     fi.add_argument("--dropped", default=None, help="also write the dropped records here")
     fi.add_argument("--json", action="store_true", help="print the report as JSON")
     fi.set_defaults(handler="reasonrank.cli.data:cmd_filter",
-                    output_files=("output", "dropped"))
+                    paths=_paths("output", "dropped"))
 
     sp = dsub.add_parser("split", help="split records in two per domain (e.g. SFT and RL "
                          "halves, as released)")
@@ -50,7 +50,7 @@ def register(sub: Any) -> None:  # argparse's subparsers action
     sp.add_argument("--output", nargs=2, required=True, metavar=("FIRST", "SECOND"),
                     help="the two record files (put them beside id_query/ and id_doc/ to "
                          "build examples from them)")
-    sp.set_defaults(handler="reasonrank.cli.data:cmd_split", output_files=("output",))
+    sp.set_defaults(handler="reasonrank.cli.data:cmd_split", paths=_paths("output"))
 
     for name, what, extra in (
             ("sft", "SFT examples (prompt, completion)", ", or the released SFT file "
@@ -77,18 +77,22 @@ def register(sub: Any) -> None:  # argparse's subparsers action
             p.add_argument("--target", default=None,
                            help="assistant target with {reasoning} and {answer} (default: "
                                 "'<think> {reasoning} </think> <answer> {answer} </answer>')")
-        p.set_defaults(handler=f"reasonrank.cli.data:cmd_{name}",
-                       output_files=("output",))
+        p.set_defaults(handler=f"reasonrank.cli.data:cmd_{name}", paths=_paths("output"))
 
 
-def _check_outputs(args: argparse.Namespace, **outputs: Any) -> None:
-    """Refuse outputs that are the SOURCE records (or another input) before any work."""
-    from reasonrank.io.outputs import check_outputs
-    from reasonrank.training.records import records_path
+def _paths(*outputs: str) -> Any:
+    """The paths of a `data` command: its outputs, never the SOURCE records."""
+    from reasonrank.cli.paths import CommandPaths
+
+    return CommandPaths(outputs=outputs, derived_inputs=_source_records)
+
+
+def _source_records(args: argparse.Namespace) -> dict[str, Any]:
+    """SOURCE's records file: SOURCE itself, or the records file of its folder."""
+    from reasonrank.training.records import RECORDS_FILE
 
     source = Path(args.source)
-    inputs = [source] if source.is_file() else [records_path(source)]
-    check_outputs(outputs, {"SOURCE": inputs})
+    return {"SOURCE": source if source.is_file() else source / RECORDS_FILE}
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -135,7 +139,6 @@ def cmd_filter(args: argparse.Namespace) -> int:
         write_records,
     )
 
-    _check_outputs(args, **{"--output": args.output, "--dropped": args.dropped})
     records = read_records(records_path(args.source))
     floor = filter_is_vacuous(args.threshold, (
         (len(r.initial_list), len(set(r.relevant_docids) & set(r.initial_list)))
@@ -164,7 +167,6 @@ def cmd_split(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.fraction <= 1.0:
         raise ConfigError(f"--fraction must be in [0, 1], got {args.fraction}")
-    _check_outputs(args, **{"--output": args.output})
     first, second = split_records(read_records(records_path(args.source)), args.fraction,
                                   args.seed)
     write_records(first, args.output[0])
@@ -245,7 +247,6 @@ def _build(args: argparse.Namespace, kind: str,
     from reasonrank.training.examples import write_examples
 
     args.kind = kind
-    _check_outputs(args, **{"--output": args.output})
     if _is_release(args.source, kind):
         if not args.tokenizer:
             raise ConfigError(f"--tokenizer is required to build examples from {args.source}")

@@ -19,12 +19,12 @@ if TYPE_CHECKING:
     from reasonrank.evaluation.reference import ReferenceRow
 
 _SHOWN = 5  # unjudged query ids listed on stderr
-_RERANK_GROUPS = ("rerank", "hf", "openai", "vllm")
 
 
 def register(sub: Any) -> None:  # argparse's subparsers action
     """Add `evaluate` and `bright` to the `reasonrank` parser."""
     from reasonrank.cli.main import add_config_arguments
+    from reasonrank.cli.paths import CommandPaths
 
     ev = sub.add_parser(
         "evaluate", help="score a run against qrels (trec_eval semantics)",
@@ -77,8 +77,9 @@ def register(sub: Any) -> None:  # argparse's subparsers action
     rr.add_argument("--tag", default="reasonrank", help="run tag of the reranked runs")
     rr.add_argument("--resume", action="store_true",
                     help="skip queries already in OUT/runs/<task>.txt")
-    add_config_arguments(br, _RERANK_GROUPS)
-    br.set_defaults(handler="reasonrank.cli.evaluate:cmd_bright", output_dirs=("out",))
+    add_config_arguments(br)
+    br.set_defaults(handler="reasonrank.cli.evaluate:cmd_bright",
+                    paths=CommandPaths(output_dirs=("out",), inputs=("config",)))
 
 
 # --- evaluate -------------------------------------------------------------------------------
@@ -195,10 +196,10 @@ class _TaskScores:
 
 
 def _given_config_flags(args: argparse.Namespace) -> list[str]:
-    from reasonrank.config import RerankConfig
+    from reasonrank.cli.main import config_values
 
-    names = {f.name for f in dataclasses.fields(RerankConfig)}
-    return sorted("--" + k.replace("_", "-") for k in vars(args) if k in names)
+    given = [*config_values(args)[0], *(["--config"] if args.config else [])]
+    return sorted("--" + k.replace("_", "-") for k in given)
 
 
 def _corpus_paths(corpus_dir: str | None, tasks: Sequence[str]) -> dict[str, Path]:

@@ -1,13 +1,14 @@
 """The `reasonrank` command line: rerank, prompt, parse, demo.
 
-Reranking flags are generated from `RerankConfig`, so the CLI, the Python API and the server
-share one definition of every option.
+Every command's settings flags are generated from its settings dataclasses
+(`reasonrank.settings`): the reranking flags from `RerankConfig` and each backend's options,
+so the CLI, the Python API, YAML files and the server share one definition of every option.
+The files each command reads and writes are declared once (`reasonrank.cli.paths`).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import json
 import logging
@@ -21,20 +22,6 @@ from reasonrank.errors import ReasonRankError, describe_os_error
 
 log = logging.getLogger("reasonrank")
 
-def _json_object(text: str) -> dict[str, Any]:
-    """A `dict` option given as JSON on the command line (`--extra-body '{"a": 1}'`)."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg}): {text!r}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
-    return value
-
-
-_json_object.__name__ = "JSON object"  # argparse names the type in its error
-_TYPES: dict[str, Any] = {"int": int, "float": float, "str": str,
-                          "dict[str, Any]": _json_object}
 # Modules that add subcommands: each has `register(subparsers)`, which adds its parsers with
 # `set_defaults(handler="module:function")`; heavy imports stay inside the handlers.
 COMMAND_MODULES = ("reasonrank.cli.evaluate", "reasonrank.cli.retrieval",
@@ -43,39 +30,43 @@ COMMAND_MODULES = ("reasonrank.cli.evaluate", "reasonrank.cli.retrieval",
                    "reasonrank.cli.offline")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, groups: Sequence[str]) -> None:
-    """Add a flag for every `RerankConfig` field of `groups` (`window_size` -> `--window-size`).
+def add_config_arguments(parser: argparse.ArgumentParser, file: bool = True) -> None:
+    """The reranking flags: one per `RerankConfig` field (`window_size` -> `--window-size`),
+    then a group per registered backend built from its options dataclass, and (with `file`)
+    `--config FILE.yaml` / `--set KEY=VALUE`. Flags default to "not given", so an omitted flag
+    keeps the file's value or the config's default."""
+    from reasonrank.backends.registry import backend_names, options_class
+    from reasonrank.settings import add_file_flags, add_flags
 
-    Flags default to "not given", so an omitted flag keeps the config's own default.
-    """
-    by_group: dict[str, argparse._ArgumentGroup] = {}
-    for f in dataclasses.fields(RerankConfig):
-        group = f.metadata.get("group", "rerank")
-        if group not in groups:
-            continue
-        if group not in by_group:
-            by_group[group] = parser.add_argument_group(f"{group} options")
-        flag = "--" + f.name.replace("_", "-")
-        kind = str(f.type).replace(" | None", "")
-        help_text = f.metadata["help"]
-        if f.default is not None:
-            help_text += f" (default: {f.default})"
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
-        if kind == "bool":
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif f.metadata.get("choices"):
-            kwargs.update(type=_TYPES[kind], choices=f.metadata["choices"])
-        else:
-            metavar = "JSON" if _TYPES[kind] is _json_object else f.name.upper()
-            kwargs.update(type=_TYPES[kind], metavar=metavar)
-        by_group[group].add_argument(flag, **kwargs)
+    add_flags(parser, RerankConfig, title="rerank options")
+    shared: dict[str, argparse.Action] = {}
+    for name in backend_names():
+        add_flags(parser, options_class(name), title=f"{name} options", shared=shared,
+                  owner=name)
+    if file:
+        add_file_flags(parser, "rerank options, the backend's included")
 
 
-def config_from_args(args: argparse.Namespace, **overrides: Any) -> RerankConfig:
-    names = {f.name for f in dataclasses.fields(RerankConfig)}
-    options = {k: v for k, v in vars(args).items() if k in names}
-    options.update(overrides)
-    config = RerankConfig.from_options(**options)
+def config_values(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """The reranking options of parsed arguments: the `--config` file, then `--set`, then the
+    flags given; and the name errors give their source."""
+    from reasonrank.backends.registry import backend_names, options_class
+    from reasonrank.settings import file_values, given_values
+
+    values, source = file_values(args)
+    classes = [RerankConfig, *(options_class(name) for name in backend_names())]
+    values.update(given_values(args, *classes))
+    return values, source
+
+
+def config_from_args(args: argparse.Namespace, values: dict[str, Any] | None = None,
+                     **overrides: Any) -> RerankConfig:
+    """The `RerankConfig` of parsed arguments (`values`: those `config_values` gave)."""
+    if values is None:
+        values, source = config_values(args)
+    else:
+        source = getattr(args, "config", None) or "options"
+    config = RerankConfig.from_options(source=source, **{**values, **overrides})
     for warning in config.warnings():
         log.warning("%s", warning)
     return config
@@ -90,6 +81,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from reasonrank import __version__
+    from reasonrank.cli.paths import CommandPaths
+    from reasonrank.settings import add_flags
 
     parser = ArgumentParser(
         prog="reasonrank", description="Reasoning-intensive listwise passage reranking."
@@ -116,27 +109,27 @@ def build_parser() -> argparse.ArgumentParser:
                       help="shard queries across model replicas, one Ray actor each")
     dist.add_argument("--replicas", type=int, default=2, help="model replicas (default: 2)")
     dist.add_argument("--gpus-per-replica", type=float, default=None, metavar="G",
-                      help="GPUs per replica (default: --tensor-parallel-size for vllm, else 0)")
+                      help="GPUs per replica (default: what one replica of the backend "
+                           "holds, e.g. its tensor-parallel size)")
     dist.add_argument("--cpus-per-replica", type=float, default=1, metavar="C",
                       help="CPUs per replica (default: 1)")
     dist.add_argument("--ray-address", default=None, metavar="ADDR",
                       help="Ray cluster to join (default: start a local one)")
-    add_config_arguments(rr, ("rerank", "hf", "openai", "vllm"))
-    rr.set_defaults(input_files=("requests", "run", "corpus", "queries"),
-                    output_files=("output", "traces"))
+    add_config_arguments(rr)
+    rr.set_defaults(paths=CommandPaths(
+        inputs=("requests", "run", "corpus", "queries", "config"), outputs=("output", "traces"),
+        derived_outputs=lambda a: {"--traces": a.traces or f"{a.output}.traces.jsonl"}))
 
     pr = sub.add_parser("prompt", help="print the rendered prompt of one window")
     pr.add_argument("--query", required=True)
     pr.add_argument("--passages", required=True, help="JSONL with docid, text, optional title")
-    pr.add_argument("--tokenizer", required=True, help="tokenizer id or path")
-    pr.add_argument("--max-passage-tokens", type=int, default=None,
-                    help="truncate passages to N tokens (default 512)")
-    pr.add_argument("--template", default="reasoning", help="prompt template")
-    pr.set_defaults(input_files=("passages",))
+    add_flags(pr, RerankConfig, title="prompt options", required=("tokenizer",),
+              only=("tokenizer", "template", "preset", "max_passage_tokens"))
+    pr.set_defaults(paths=CommandPaths(inputs=("passages",)))
 
     pa = sub.add_parser("parse", help="parse one model output (stdin) into a permutation")
     pa.add_argument("--num", type=int, required=True, help="passages in the window")
-    pa.add_argument("--policy", default="reproduce", choices=("reproduce", "strict"))
+    add_flags(pa, RerankConfig, title="parse options", only=("policy",), keep_defaults=True)
 
     de = sub.add_parser("demo", help="rerank the shipped sample offline and score it")
     de.add_argument("--model", default=None, help="model (default: SmolLM2-135M-Instruct GGUF)")
@@ -144,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--max-new-tokens", type=int, default=160, help="new tokens per window")
     de.add_argument("--output", default=None, help="also write the TREC run here")
     de.add_argument("-q", "--quiet", action="store_true", help="print only the scores")
-    de.set_defaults(output_files=("output",))
+    de.set_defaults(paths=CommandPaths(outputs=("output",)))
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(sub)
     return parser
@@ -159,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from reasonrank.cli.paths import check_paths
     from reasonrank.core.redact import install_log_redaction
 
     install_log_redaction()  # no URL credential or bearer token in any log line
@@ -167,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = _stop_on_sigterm()
     try:
         check_options(vars(args), flags=True)
-        _check_path_args(args)
+        check_paths(args)
         return getattr(importlib.import_module(module), name)(args)
     except ReasonRankError as exc:
         return _fail(str(exc), args.verbose)
@@ -183,21 +177,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             import signal
 
             signal.signal(signal.SIGTERM, previous)
-
-
-def _check_path_args(args: argparse.Namespace) -> None:
-    """Check the paths a command declares (`set_defaults(input_files=..., output_files=...,
-    output_dirs=...)`, argparse dests) before it starts any work."""
-    from reasonrank.io.paths import check_input_file, check_output_dir, check_output_file
-
-    checks = (("input_files", check_input_file), ("output_files", check_output_file),
-              ("output_dirs", check_output_dir))
-    for kind, check in checks:
-        for dest in getattr(args, kind, ()):
-            value = getattr(args, dest, None)
-            for path in value if isinstance(value, list) else [value]:
-                if path is not None:
-                    check(path, "--" + dest.replace("_", "-"))
 
 
 MAX_ERROR_CHARS = 1000

@@ -18,17 +18,13 @@ from reasonrank.types import ParseStatus
 
 def cmd_rerank(args: argparse.Namespace) -> int:
     from reasonrank.io import load_requests
-    from reasonrank.io.outputs import check_outputs
     from reasonrank.reranker import Reranker
     from reasonrank.runner import prepare_run, run_settings
 
     config = config_from_args(args)
     if args.quiet:
         quiet_libraries()
-    traces = args.traces or f"{args.output}.traces.jsonl"
-    check_outputs({"--output": args.output, "--traces": traces},
-                  {"--requests": args.requests, "--run": args.run, "--corpus": args.corpus,
-                   "--queries": args.queries})
+    traces = args.traces or f"{args.output}.traces.jsonl"  # checked with the command's paths
     requests = load_requests(requests=args.requests, run=args.run, corpus=args.corpus,
                              queries=args.queries, top_k=None)
     # lock the output and check a resume before the model is loaded
@@ -69,16 +65,18 @@ def cmd_rerank(args: argparse.Namespace) -> int:
 
 def cmd_prompt(args: argparse.Namespace) -> int:
     from reasonrank.backends.base import load_tokenizer
-    from reasonrank.config import DEFAULT_PASSAGE_TOKENS
+    from reasonrank.config import RerankConfig
     from reasonrank.core.prompts import PromptBuilder
     from reasonrank.io.readers import read_corpus
+    from reasonrank.settings import given_values
     from reasonrank.types import Candidate, Query, Request
 
+    config = RerankConfig.from_options(**given_values(args, RerankConfig))
     docs = read_corpus(args.passages)
     request = Request(Query(args.query), [Candidate(d, doc.text, 0.0, doc.title)
                                           for d, doc in docs.items()])
-    builder = PromptBuilder(load_tokenizer(args.tokenizer), args.template,
-                            args.max_passage_tokens or DEFAULT_PASSAGE_TOKENS)
+    builder = PromptBuilder(load_tokenizer(config.tokenizer_name), config.template,
+                            config.passage_tokens)
     sys.stdout.write(builder.render_request(request).text)
     return 0
 
@@ -113,8 +111,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         err.print(f"[bold]reasonrank demo[/]: {len(requests)} queries x 20 passages, "
                   f"model {Path(model).name}, backend {args.backend}")
         err.print("Loading the model (a tiny CPU model: it shows the mechanics, not quality)...")
+    import dataclasses
+
+    from reasonrank.backends.registry import options_class
+
+    # every query decodes at once (a backend that batches gets one batch of them all)
+    batching = {f.name for f in dataclasses.fields(options_class(args.backend))}
+    extra = {"batch_size": len(requests)} if "batch_size" in batching else {}
     config = RerankConfig(model=model, backend=args.backend, max_new_tokens=args.max_new_tokens,
-                          batch_size=len(requests), concurrency=len(requests))
+                          concurrency=len(requests), **extra)
     with Reranker(config=config) as reranker, progress_bar(args.quiet) as progress:
         task = progress.add_task("reranking", total=len(requests))
         by_index = {}

@@ -13,6 +13,8 @@ DEFAULT_FUSED_DEPTH = 1000
 
 def register(sub: Any) -> None:  # argparse's subparsers action
     """Add this module's subcommands to the `reasonrank` parser."""
+    from reasonrank.cli.paths import CommandPaths
+
     ix = sub.add_parser("index", help="build a BM25 (or dense) index of a corpus")
     ix.add_argument("--corpus", required=True,
                     help="corpus JSONL/TSV (_id/id/docid, title, text), or the SciFact CSV zip")
@@ -36,8 +38,8 @@ def register(sub: Any) -> None:  # argparse's subparsers action
     dn.add_argument("--batch-size", type=int, default=64, help="encoding batch (default: 64)")
     dn.add_argument("--device", default=None, help="torch device (default: automatic)")
     ix.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
-    ix.set_defaults(handler="reasonrank.cli.retrieval:cmd_index", input_files=("corpus",),
-                    output_dirs=("index",))
+    ix.set_defaults(handler="reasonrank.cli.retrieval:cmd_index",
+                    paths=CommandPaths(inputs=("corpus",), output_dirs=("index",)))
 
     rt = sub.add_parser("retrieve", help="search an index and write a TREC run")
     rt.add_argument("--index", required=True, help="index directory (from `reasonrank index`)")
@@ -54,7 +56,8 @@ def register(sub: Any) -> None:  # argparse's subparsers action
     rt.add_argument("--device", default=None, help="torch device for dense queries")
     rt.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     rt.set_defaults(handler="reasonrank.cli.retrieval:cmd_retrieve",
-                    input_files=("queries",), output_files=("output",))
+                    paths=CommandPaths(inputs=("queries",), outputs=("output",),
+                                       read=("index",)))
 
     fu = sub.add_parser("fuse", help="fuse TREC runs (reciprocal rank fusion or interpolation)")
     fu.add_argument("--runs", nargs="+", required=True, metavar="RUN", help="runs to fuse")
@@ -72,8 +75,8 @@ def register(sub: Any) -> None:  # argparse's subparsers action
                     help=f"documents per query written (default: {DEFAULT_FUSED_DEPTH})")
     fu.add_argument("--tag", default=None, help="run tag (default: rrf or interpolate)")
     fu.add_argument("-q", "--quiet", action="store_true", help="no summary")
-    fu.set_defaults(handler="reasonrank.cli.retrieval:cmd_fuse", input_files=("runs",),
-                    output_files=("output",))
+    fu.set_defaults(handler="reasonrank.cli.retrieval:cmd_fuse",
+                    paths=CommandPaths(inputs=("runs",), outputs=("output",)))
 
 
 def _input(path: str) -> str:
@@ -99,9 +102,6 @@ def _read_corpus(path: str) -> Any:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from reasonrank.io.outputs import check_outputs
-
-    check_outputs({"--index": args.index}, {"--corpus": args.corpus})
     start = time.perf_counter()
     corpus = _read_corpus(args.corpus)
     bar = progress_bar(args.quiet, transient=True)
@@ -138,12 +138,10 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_retrieve(args: argparse.Namespace) -> int:
     from reasonrank.errors import ConfigError
     from reasonrank.io import read_queries
-    from reasonrank.io.outputs import check_outputs
     from reasonrank.io.readers import require_items
     from reasonrank.retrieval.common import check_k, index_kind, write_run
 
     check_k(args.k)
-    check_outputs({"--output": args.output}, {"--queries": args.queries, "--index": args.index})
     start = time.perf_counter()
     kind = index_kind(args.index)
     if args.dense and kind != "dense":
@@ -182,14 +180,12 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
 def cmd_fuse(args: argparse.Namespace) -> int:
     from reasonrank.errors import ConfigError
     from reasonrank.io import read_run, trec_eval_order
-    from reasonrank.io.outputs import check_outputs
     from reasonrank.retrieval.common import check_k, write_run
     from reasonrank.retrieval.fusion import interpolate, reciprocal_rank_fusion
 
     check_k(args.k)
     if len(args.runs) < 2:
         raise ConfigError("fuse needs at least two runs")
-    check_outputs({"--output": args.output}, {"--runs": args.runs})
     # fusion ranks each run as an evaluator does: by score (trec_eval's order)
     runs = [trec_eval_order(read_run(_input(path))) for path in args.runs]
     if args.method == "rrf":

@@ -3,7 +3,8 @@
     reasonrank synth all --workdir runs/bio --config synth.yaml
     reasonrank synth label --workdir runs/bio --set concurrency=32 --set max_cost_usd=20
 
-Settings come from the workdir (saved at the first run), then `--config`, then `--set`.
+Settings come from the workdir (saved at the first run), then `--config`, then `--set`, then
+the flags given (`--concurrency 32`).
 A progress bar per stage goes to stderr; the counts per stage and the teacher's traffic go to
 stdout (`--json` for JSON). A reached budget exits with status 2, saying how to continue;
 so does an export with fewer records than `min_records` (default 1), naming the causes.
@@ -19,7 +20,9 @@ from typing import Any
 
 def register(sub: Any) -> None:  # argparse's subparsers action
     """Add `synth` to the `reasonrank` parser."""
-    from reasonrank.synth.settings import STAGES
+    from reasonrank.cli.paths import CommandPaths
+    from reasonrank.settings import add_file_flags, add_flags
+    from reasonrank.synth.settings import STAGES, SynthSettings
 
     p = sub.add_parser(
         "synth", help="synthesize teacher-labelled listwise training data from a corpus",
@@ -29,12 +32,12 @@ def register(sub: Any) -> None:  # argparse's subparsers action
         "Every stage resumes where it stopped; cached teacher answers are never paid twice.")
     p.add_argument("stage", choices=(*STAGES, "all"), help="stage to run")
     p.add_argument("--workdir", required=True, help="folder holding the stages' files")
-    p.add_argument("--config", default=None, help="YAML settings (see docs/synth.md)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one setting (value read as YAML); repeatable")
+    add_file_flags(p, "synth settings (see docs/synth.md)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
-    p.set_defaults(handler="reasonrank.cli.synth:cmd_synth", input_files=("config",))
+    add_flags(p, SynthSettings, title="synth settings (saved in the workdir)")
+    p.set_defaults(handler="reasonrank.cli.synth:cmd_synth",
+                   paths=CommandPaths(inputs=("config",)))
 
 
 class _Bars:
@@ -79,7 +82,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from reasonrank.synth import BudgetExceeded, Synthesizer, TooFewRecords, open_workdir
 
     _check_new_workdir(args)
-    workdir, settings = open_workdir(args.workdir, args.config, args.overrides)
+    workdir, settings = open_workdir(args.workdir, args.config, args.overrides, _flags(args))
     with Synthesizer(workdir, settings) as synth:
         try:
             synth.preflight(args.stage)  # warnings before the progress bars start
@@ -102,6 +105,14 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The synth settings given as flags, by name."""
+    from reasonrank.settings import given_values
+    from reasonrank.synth.settings import SynthSettings
+
+    return given_values(args, SynthSettings)
+
+
 def _check_new_workdir(args: argparse.Namespace) -> None:
     """A run that would fail at once creates no workdir: its path, its settings and the first
     stage are checked before `open_workdir` makes the folder."""
@@ -114,7 +125,7 @@ def _check_new_workdir(args: argparse.Namespace) -> None:
     from reasonrank.synth.settings import STAGES, merge_settings
 
     check_output_dir(args.workdir, "--workdir")
-    settings = merge_settings(None, args.config, list(args.overrides))
+    settings = merge_settings(None, args.config, list(args.overrides), _flags(args))
     first = STAGES[0] if args.stage == "all" else args.stage
     if first != STAGES[0]:
         raise ConfigError(f"--workdir {args.workdir} does not exist, so stage {first!r} has no "

@@ -1,6 +1,6 @@
 """CLI: `reasonrank train sft|grpo|merge` (needs the `train` extra).
 
-    reasonrank train sft  --config configs/train/sft-7b.yaml  [--set key=value ...] [-q]
+    reasonrank train sft  --config configs/train/sft-7b.yaml  [--set key=value ...] [--FLAG ...]
     reasonrank train grpo --config configs/train/grpo-7b.yaml [--set key=value ...] [-q]
     reasonrank train merge OUTPUT/adapter --output OUTPUT/merged
 
@@ -19,22 +19,23 @@ log = logging.getLogger(__name__)
 
 def register(sub: Any) -> None:  # argparse's subparsers action
     """Add `train` (with `sft`, `grpo`, `merge`) to the `reasonrank` parser."""
+    from reasonrank.cli.paths import CommandPaths
+    from reasonrank.settings import add_file_flags, add_flags
+    from reasonrank.training.settings import settings_class
+
     tr = sub.add_parser("train", help="fine-tune a reranker: SFT, GRPO, LoRA merge")
     stages = tr.add_subparsers(dest="train_command", required=True)
     for kind, help_text in (("sft", "cold-start SFT on reasoning traces (TRL SFTTrainer)"),
                             ("grpo", "GRPO with the multi-view ranking reward (TRL GRPOTrainer)")):
         p = stages.add_parser(kind, help=help_text,
-                              description=f"{help_text}. Settings come from --config (YAML) and "
-                              "--set; see docs/training.md for every key.")
-        p.add_argument("--config", metavar="FILE", default=None,
-                       help="YAML settings (configs/train/*.yaml)")
-        p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
-                       dest="overrides", help="override one setting (repeatable), "
-                       "e.g. --set max_steps=10 --set lora=true")
+                              description=f"{help_text}. Settings come from --config (YAML), "
+                              "then --set, then the flags given; see docs/training.md.")
+        add_file_flags(p, "training settings (configs/train/*.yaml)")
         p.add_argument("-q", "--quiet", action="store_true",
                        help="no progress bar or library logs; summary only")
+        add_flags(p, settings_class(kind), title=f"{kind} settings")
         p.set_defaults(handler=f"reasonrank.cli.train:cmd_train_{kind}", train_kind=kind,
-                       input_files=("config",))
+                       paths=CommandPaths(inputs=("config",)))
     mg = stages.add_parser("merge", help="merge a LoRA adapter into its base model")
     mg.add_argument("adapter", metavar="ADAPTER", help="adapter directory (OUTPUT/adapter)")
     mg.add_argument("--output", required=True, metavar="DIR", help="merged model directory")
@@ -43,7 +44,8 @@ def register(sub: Any) -> None:  # argparse's subparsers action
     mg.add_argument("--dtype", default="auto",
                     choices=("auto", "bfloat16", "float16", "float32"),
                     help="dtype to load the base model in (default: auto)")
-    mg.set_defaults(handler="reasonrank.cli.train:cmd_train_merge", output_dirs=("output",))
+    mg.set_defaults(handler="reasonrank.cli.train:cmd_train_merge", paths=CommandPaths(
+        output_dirs=("output",), read=("adapter", "base_model"), positional=("adapter",)))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -52,9 +54,11 @@ def _run(args: argparse.Namespace) -> int:
 
     for module in ("torch", "transformers", "trl", "datasets", "yaml"):
         require(module, "train", f"reasonrank train {args.train_kind}")
-    from reasonrank.training.settings import load_settings
+    from reasonrank.settings import given_values
+    from reasonrank.training.settings import load_settings, settings_class
 
-    settings = load_settings(args.config, args.train_kind, args.overrides)
+    flags = given_values(args, settings_class(args.train_kind))
+    settings = load_settings(args.config, args.train_kind, args.overrides, flags)
     if args.quiet:
         settings.progress = "none"
         quiet_libraries()
@@ -105,11 +109,8 @@ def _summary(kind: str, result: Any) -> None:
 
 def cmd_train_merge(args: argparse.Namespace) -> int:
     from reasonrank.cli.console import console
-    from reasonrank.io.outputs import check_outputs
     from reasonrank.training.checkpoint import check_causal_lm, merge_lora
 
-    check_outputs({"--output": args.output},
-                  {"ADAPTER": args.adapter, "--base-model": args.base_model})
     out = merge_lora(args.adapter, args.output, base_model=args.base_model, dtype=args.dtype)
     summary = check_causal_lm(out)
     console().print(f"merged [bold]{args.adapter}[/] into [bold]{out}[/] "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import abc
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from reasonrank.config import BackendOptions
 from reasonrank.types import Generation, Prompt, SamplingParams
 
 if TYPE_CHECKING:
@@ -22,6 +23,9 @@ class Backend(abc.ABC):
     """
 
     name: ClassVar[str]
+    Options: ClassVar[type[BackendOptions]] = BackendOptions
+    """The backend's options dataclass (declared in its module): its CLI flag group, and what
+    `RerankConfig.backend_options` holds when this backend is selected."""
 
     @property
     @abc.abstractmethod

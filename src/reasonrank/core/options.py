@@ -60,14 +60,13 @@ UNIT = Range(0, 1)
 RULES: dict[str, Range] = {
     # RerankConfig (the rerank/serve/bright flags, the server, the Python API)
     "window_size": AT_LEAST_1, "step": AT_LEAST_1, "top_k": AT_LEAST_1,
-    "num_passes": AT_LEAST_1, "max_new_tokens": AT_LEAST_1, "batch_size": AT_LEAST_1,
-    "tensor_parallel_size": AT_LEAST_1, "max_passage_tokens": AT_LEAST_1,
-    "max_model_len": AT_LEAST_1, "max_num_seqs": AT_LEAST_1, "max_num_batched_tokens": AT_LEAST_1,
+    "num_passes": AT_LEAST_1, "max_new_tokens": AT_LEAST_1, "max_passage_tokens": AT_LEAST_1,
     "rank_start": NON_NEGATIVE, "force_answer_tokens": NON_NEGATIVE,
     "concurrency": Range(1, MAX_CONCURRENCY), "temperature": NON_NEGATIVE,
-    "seed": Range(*_SEED), "max_retries": Range(0, 1000), "request_timeout": POSITIVE,
-    "gpu_memory_utilization": Range(0, 1, low_open=True),
-    # parse, evaluate, data, retrieval, serve, Ray
+    "seed": Range(*_SEED),
+    # parse, evaluate, data, retrieval, serve, Ray (a backend's options declare their own
+    # ranges in their field metadata: `reasonrank.settings.option(range=...)`)
+    "batch_size": AT_LEAST_1,
     "num": Range(0, MAX_WINDOW), "permutations": Range(1, 10_000_000),
     "threshold": UNIT, "fraction": UNIT, "window": AT_LEAST_1,
     "k": AT_LEAST_1, "depth": AT_LEAST_1, "threads": Range(1, 1024), "rrf_k": NON_NEGATIVE,
@@ -82,7 +81,13 @@ def check_option(name: str, value: Any, flag: str | None = None) -> None:
     """Raise `ConfigError` if `value` breaks the rule of option `name` (None always passes;
     a list is checked item by item). `flag` is how the message names it (default: `name`)."""
     rule = RULES.get(name)
-    if rule is None or value is None or isinstance(value, bool | str):
+    if rule is not None:
+        check_range(rule, value, flag or name)
+
+
+def check_range(rule: Range, value: Any, label: str) -> None:
+    """Raise `ConfigError` naming `label` if a number in `value` breaks `rule`."""
+    if value is None or isinstance(value, bool | str):
         return
     for item in value if isinstance(value, list | tuple) else (value,):
         if not isinstance(item, int | float) or isinstance(item, bool):
@@ -92,7 +97,7 @@ def check_option(name: str, value: Any, flag: str | None = None) -> None:
             kind = "a finite number" if isinstance(item, float) else "an integer"
             what = rule.describe()
             range_text = "" if what == "finite" else f" {what}"
-            raise ConfigError(f"{flag or name} must be {kind}{range_text}, got {item!r}")
+            raise ConfigError(f"{label} must be {kind}{range_text}, got {item!r}")
 
 
 def check_options(values: Mapping[str, Any] | Iterable[tuple[str, Any]],

@@ -1,4 +1,8 @@
-"""Server settings: network binding, authentication and request limits."""
+"""Server settings: network binding, authentication and request limits.
+
+`reasonrank serve` builds its server flags from these fields (`reasonrank.settings`); a
+`--config` file sets them by flag name with underscores (`server_timeout: 30`).
+"""
 
 from __future__ import annotations
 
@@ -8,28 +12,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reasonrank.errors import ConfigError
+from reasonrank.settings import option
 
 
 @dataclass(frozen=True)
 class ServerSettings:
     """How the server listens and what it accepts. `api_keys` empty means no authentication."""
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    allow_public: bool = False
-    api_keys: tuple[str, ...] = field(default=(), repr=False)
-    cors_origins: tuple[str, ...] = ()
-    max_documents: int = 1000
-    max_document_chars: int = 100_000
-    max_query_chars: int = 10_000
-    max_body_bytes: int = 10_000_000
-    request_timeout: float = 600.0
-    served_model_name: str | None = None  # default: the reranker's model
+    host: str = option("127.0.0.1", "address to bind")
+    port: int = option(8000, "port")
+    allow_public: bool = option(False, "allow binding a non-loopback host")
+    api_keys: tuple[str, ...] = field(default=(), repr=False, metadata={"cli": False})
+    cors_origins: tuple[str, ...] = option(
+        (), "allow cross-origin requests from ORIGIN (repeatable; default: none)",
+        flag="cors-origin")
+    max_documents: int = option(1000, "documents per request")
+    max_document_chars: int = option(100_000, "characters per document")
+    max_query_chars: int = option(10_000, "characters per query")
+    max_body_bytes: int = option(10_000_000, "request body size")
+    request_timeout: float = option(600.0, "per-request time limit in seconds, then 504",
+                                    flag="server-timeout")
+    served_model_name: str | None = option(
+        None, "model name in answers and /v1/models (default: --model)")
     # slow or hostile clients: time to send the request line and headers (per request on a
     # connection), time to send the body, most connections open at once (then 503)
-    header_timeout: float = 10.0
-    body_timeout: float = 30.0
-    max_connections: int = 4096
+    header_timeout: float = option(
+        10.0, "seconds a client has to send a request's headers, then the connection is closed")
+    body_timeout: float = option(30.0, "seconds a client has to send a request's body, then 408")
+    max_connections: int = option(
+        4096, "connections open at once; beyond it 503 (lowered to fit ulimit -n)")
 
     def __post_init__(self) -> None:
         for name in ("max_documents", "max_document_chars", "max_query_chars", "max_body_bytes"):

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from reasonrank.config import ENDPOINTS
 from reasonrank.errors import ConfigError
-from reasonrank.settings import build_settings, parse_overrides, read_yaml
+from reasonrank.settings import build_settings, option, parse_overrides, read_yaml
 from reasonrank.synth.assembly import MAX_LIST_SIZE, ListSpec
 
 STAGES = ("candidates", "positives", "negatives", "assemble", "label", "export")
@@ -28,7 +28,7 @@ RESERVED_BODY_KEYS = frozenset({"model", "prompt", "messages", "max_tokens", "te
 
 
 def _f(default: Any, help: str, stage: str | None = None, **extra: Any) -> Any:
-    return field(default=default, metadata={"help": help, "stage": stage, **extra})
+    return option(default, help, stage=stage, **extra)
 
 
 @dataclass
@@ -65,10 +65,10 @@ class SynthSettings:
                              "positives")
     temperature: float = _f(0.6, "teacher sampling temperature", "positives")
     top_p: float = _f(1.0, "teacher nucleus sampling", "positives")
-    extra_body: dict[str, Any] | None = field(default=None, metadata={
-        "help": "server-specific options merged into every teacher request body (llama.cpp: "
+    extra_body: dict[str, Any] | None = _f(  # noqa: RUF009 (a field specifier)
+        None, "server-specific options merged into every teacher request body (llama.cpp: "
         "{grammar: ...}; vLLM: {structured_outputs: {grammar: ...}}); part of the cache key",
-        "stage": "positives"})
+        "positives")
     max_model_len: int | None = _f(None, "the teacher server's context length in tokens: "
                                    "warn before sending when a prompt may not fit")
     malformed_retries: int = _f(2, "retries of a malformed answer (each with another seed) "
@@ -186,14 +186,17 @@ def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
 
 
 def merge_settings(saved: Mapping[str, Any] | None, config: str | Path | None,
-                   overrides: Sequence[str]) -> SynthSettings:
+                   overrides: Sequence[str],
+                   flags: Mapping[str, Any] | None = None) -> SynthSettings:
     """Saved settings, then the YAML `config` (paths relative to it), then `key=value`
-    overrides (values read as YAML; paths relative to the working directory)."""
+    overrides (values read as YAML), then the command-line `flags` given (paths of both
+    relative to the working directory)."""
     values: dict[str, Any] = dict(saved or {})
     if config is not None:
         path = Path(config)
         values.update(_resolve_paths(read_yaml(path, "synth"), path.resolve().parent))
     values.update(_resolve_paths(parse_overrides(overrides, "synth"), Path.cwd()))
+    values.update(_resolve_paths(dict(flags or {}), Path.cwd()))
     source = str(config) if config is not None else "settings"
     return build_settings(SynthSettings, values, source=source)
 

@@ -18,6 +18,7 @@ A rerun with settings that would change the output of a stage already run raises
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +78,10 @@ class Workdir:
 
 
 def open_workdir(root: StrPath, config: StrPath | None = None,
-                 overrides: tuple[str, ...] | list[str] = ()) -> tuple[Workdir, SynthSettings]:
-    """The workdir and its settings: the saved ones, updated by `config` and `overrides`.
+                 overrides: tuple[str, ...] | list[str] = (),
+                 flags: Mapping[str, Any] | None = None) -> tuple[Workdir, SynthSettings]:
+    """The workdir and its settings: the saved ones, updated by `config`, `overrides` and
+    `flags` (the command-line flags given, by setting name).
 
     The first run saves its settings; a later one may change only settings that no stage
     already run depends on, else `ConfigError` names them and the stage.
@@ -86,7 +89,7 @@ def open_workdir(root: StrPath, config: StrPath | None = None,
     workdir = Workdir(root)
     workdir.root.mkdir(parents=True, exist_ok=True)
     saved = workdir.saved_settings()
-    settings = merge_settings(saved, config, list(overrides))
+    settings = merge_settings(saved, config, list(overrides), flags)
     if saved is not None:
         before = merge_settings(saved, None, [])
         conflicts = output_conflicts(before, settings, workdir.stages_with_output())

@@ -33,12 +33,12 @@ import dataclasses
 import logging
 import os
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from reasonrank.errors import ConfigError, require
-from reasonrank.settings import build_settings, parse_overrides, read_yaml
+from reasonrank.settings import build_settings, option, parse_overrides, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ _PRECISION_DTYPE = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
 def _f(default: Any, help: str, **extra: Any) -> Any:
-    return field(default=default, metadata={"help": help, **extra})
+    return option(default, help, **extra)
 
 
 @dataclass
@@ -394,9 +394,11 @@ def settings_class(kind: str) -> type[TrainSettings]:
 
 
 def load_settings(path: str | Path | None, kind: Literal["sft", "grpo"] | str,
-                  overrides: typing.Sequence[str] = ()) -> Any:
+                  overrides: typing.Sequence[str] = (),
+                  flags: typing.Mapping[str, Any] | None = None) -> Any:
     """Settings of `kind` from a YAML mapping at `path` (None: defaults only), then
-    `overrides` ("key=value", the value read as YAML: `lora=true`, `learning_rate=1e-4`).
+    `overrides` ("key=value", the value read as YAML: `lora=true`, `learning_rate=1e-4`),
+    then `flags` (the command-line flags given, by setting name).
 
     Unknown keys and values of the wrong type raise `ConfigError`; so does a missing
     required setting (model, train_file, output_dir).
@@ -406,6 +408,7 @@ def load_settings(path: str | Path | None, kind: Literal["sft", "grpo"] | str,
     if path is not None:
         values.update(read_yaml(Path(path), "train"))
     values.update(parse_overrides(overrides, "train"))
+    values.update(flags or {})
     settings = build_settings(cls, values, source=str(path) if path else "overrides")
     settings.check_required()
     return settings

@@ -10,7 +10,7 @@ from typing import Any
 
 from reasonrank.errors import ConfigError
 
-__all__ = ["check_method", "method_class", "method_names", "register_method"]
+__all__ = ["method_class", "method_names", "register_method"]
 
 # name -> "module:Class"; modules are imported only when a method is asked for.
 _REGISTRY: dict[str, str] = {
@@ -40,8 +40,3 @@ def method_class(name: str) -> type[Any]:
     module_name, _, attr = target.partition(":")
     cls: type[Any] = getattr(importlib.import_module(module_name), attr)
     return cls
-
-
-def check_method(name: str, backend: str, endpoint: str) -> None:
-    """A `ConfigError` for an unknown method or one the backend settings cannot run."""
-    method_class(name).check_settings(backend, endpoint)

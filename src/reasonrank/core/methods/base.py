@@ -49,7 +49,7 @@ class Method(abc.ABC):
         """Build the method from the shared settings and the backend's prompt builder."""
 
     @classmethod
-    def check_settings(cls, backend: str, endpoint: str) -> None:
+    def check_settings(cls, config: RerankConfig) -> None:
         """Raise `ConfigError` when the backend settings cannot run this method."""
         return None
 

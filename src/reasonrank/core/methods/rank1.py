@@ -174,12 +174,11 @@ class Rank1Method(Method):
         return cls(config)
 
     @classmethod
-    def check_settings(cls, backend: str, endpoint: str) -> None:
-        if backend == "openai" and endpoint == "chat":
-            raise ConfigError(
-                "the rank1 method continues a raw prompt and reads its log-probabilities: use "
-                "the openai backend's completions endpoint (the chat endpoint re-renders it)"
-            )
+    def check_settings(cls, config: RerankConfig) -> None:
+        problem = config.backend_options.raw_prompt_problem()
+        if problem:
+            raise ConfigError(f"the rank1 method continues a raw prompt and reads its "
+                              f"log-probabilities: {problem}")
 
     def for_dataset(self, dataset: str | None) -> Rank1Method:
         return Rank1Method(self.config, instruction_for(dataset))
