@@ -42,15 +42,6 @@ _DOTTED = re.compile(r"(?<![\w./-])reasonrank(?:\.[A-Za-z_]\w*)+")
 _FROM_IMPORT = re.compile(r"^\s*from\s+(reasonrank[\w.]*)\s+import\s+\(?([\w\s,]+)\)?")
 _IMPORT = re.compile(r"^\s*import\s+(reasonrank[\w.]*)")
 
-# Flags that branches merged in parallel add (issue 15); a line that needs one of them is an
-# expected failure until they land. `test_pending_flags_have_not_landed` fails once a flag
-# exists: then delete it here, and the lines that use it are checked like every other.
-PENDING: dict[str, set[str]] = {
-    "rerank": {"--config", "--set"},
-    "serve": {"--config", "--set"},
-}
-
-
 @dataclass(frozen=True)
 class Block:
     path: Path
@@ -161,19 +152,7 @@ def test_documented_command_parses(parser: argparse.ArgumentParser, where: str,
             if exc.code == 0:
                 return
     message = err.getvalue().strip()
-    command, sub = _subparser(parser, argv)
-    flags = {t.split("=", 1)[0] for t in argv if t.startswith("--")}
-    pending = {f for f in flags & PENDING.get(command, set())
-               if f not in sub._option_string_actions}
-    if pending:
-        pytest.xfail(f"{where}: {sorted(pending)} not merged yet")
     pytest.fail(f"{where}: `reasonrank {args}` does not parse: {message}")
-
-
-def test_pending_flags_have_not_landed(parser: argparse.ArgumentParser) -> None:
-    landed = [f"{cmd} {flag}" for cmd, flags in PENDING.items() for flag in flags
-              if flag in _subparser(parser, cmd.split())[1]._option_string_actions]
-    assert not landed, f"delete from PENDING in tests/test_docs.py (now real flags): {landed}"
 
 
 def _missing_extra(exc: ImportError) -> bool:
@@ -293,7 +272,7 @@ def _all_flags(parser: argparse.ArgumentParser) -> set[str]:
 def test_every_flag_mentioned_exists(parser: argparse.ArgumentParser) -> None:
     """Flags in prose and inline code too: each belongs to some reasonrank command, a
     benchmark script, or `OTHER_FLAGS`."""
-    known = _all_flags(parser) | OTHER_FLAGS | set().union(*PENDING.values())
+    known = _all_flags(parser) | OTHER_FLAGS
     for script in (ROOT / "benchmarks").glob("*.py"):
         known |= set(_ADD_ARGUMENT.findall(script.read_text(encoding="utf-8")))
     unknown = [f"{path.relative_to(ROOT)}:{n}: {flag}" for path in DOC_FILES
