@@ -227,7 +227,7 @@ class ToyBackend(FakeBackend):
 
 def test_a_registered_backend_gets_its_flag_group_and_options(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setitem(registry._REGISTRY, "toy", ToyBackend)
+    monkeypatch.setitem(registry._BACKENDS._targets, "toy", ToyBackend)
     parser = build_parser()
     rerank = _subparser(parser, "rerank")
     assert _group_of(rerank, "--toy-depth") == "toy options"

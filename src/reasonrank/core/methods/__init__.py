@@ -5,38 +5,22 @@ method is one module with a `Method` subclass and a `register_method` line."""
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-from reasonrank.errors import ConfigError
+from reasonrank.core.registry import Registry
 
 __all__ = ["method_class", "method_names", "register_method"]
 
-# name -> "module:Class"; modules are imported only when a method is asked for.
-_REGISTRY: dict[str, str] = {
-    "listwise": "reasonrank.core.methods.listwise:ListwiseMethod",
-    "rank1": "reasonrank.core.methods.rank1:Rank1Method",
-}
+_METHODS = Registry("method")
+register_method = _METHODS.register
+method_names = _METHODS.names
 
-
-def register_method(name: str, target: str) -> None:
-    """Register a method class given as "module:Class" (imported lazily)."""
-    _REGISTRY[name] = target
-
-
-def method_names() -> list[str]:
-    return sorted(_REGISTRY)
+register_method("listwise", "reasonrank.core.methods.listwise:ListwiseMethod")
+register_method("rank1", "reasonrank.core.methods.rank1:Rank1Method")
 
 
 def method_class(name: str) -> type[Any]:
     """The `base.Method` subclass registered as `name` (typed loosely: the registry imports no
     method module, so that `reasonrank.config` may import it without a cycle)."""
-    try:
-        target = _REGISTRY[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown method {name!r}; choose one of: {', '.join(method_names())}"
-        ) from None
-    module_name, _, attr = target.partition(":")
-    cls: type[Any] = getattr(importlib.import_module(module_name), attr)
+    cls: type[Any] = _METHODS.load(name)
     return cls
