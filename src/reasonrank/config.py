@@ -99,6 +99,11 @@ class RerankConfig:
         "(Rank1's pointwise reasoning: one prompt per document, scored from log-probabilities)",
         flag_choices=_method_names,
     )
+    dataset: str | None = _opt(
+        None, "the dataset the queries come from (bright/<task> such as bright/pony, or a BEIR "
+        "name such as scifact): rank1 takes its per-dataset instruction from it; listwise "
+        "ignores it"
+    )
     template: str = _opt(
         "reasoning", "prompt template: reasoning, rankgpt, qwen3, or a YAML file in rank_llm's "
         "format (docs/templates.md)"

@@ -326,3 +326,19 @@ def test_tiny_model_scores_equal_a_direct_computation(tiny_qwen_dir: Path, batch
     assert all(w.status is not ParseStatus.SCORE_FALLBACK for w in result.windows)
     order = sorted(range(3), key=lambda i: (-expected[i], i))
     assert result.docids == [str(i) for i in order]
+
+
+@pytest.mark.parametrize("dataset", ["bright/pony", "scifact"])
+def test_the_dataset_setting_picks_rank1s_instruction(dataset: str) -> None:
+    """`RerankConfig.dataset` (`--dataset`, YAML, the server) reaches every prompt as Rank1's
+    per-dataset instruction, the same as `Reranker.set_dataset`."""
+    backend = ScriptedBackend()
+    _run(backend, ["good 3", "good 8"], dataset=dataset)
+    instruction = instruction_for(dataset)
+    assert instruction is not None
+    head = instruction.split("FILL_QUERY_HERE")[0]
+    prompts = [t for t, p in backend.calls if not p.allowed_tokens]
+    assert len(prompts) == 2 and all(head in t for t in prompts)
+    plain = ScriptedBackend()
+    _run(plain, ["good 3", "good 8"])
+    assert not any(head in t for t, _ in plain.calls)

@@ -46,7 +46,8 @@ class Scheduler:
 
     def __post_init__(self) -> None:
         if self.method is None:
-            self.method = method_class(self.config.method).from_config(self.config, self.builder)
+            method = method_class(self.config.method).from_config(self.config, self.builder)
+            self.method = method.for_dataset(self.config.dataset)
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: asyncio.AbstractEventLoop | None = None
         self._prompt_thread: ThreadPoolExecutor | None = None
