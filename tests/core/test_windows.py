@@ -331,7 +331,7 @@ def test_random_permutations_keep_scores_by_position(seed: int, kwargs: dict) ->
 
 
 def test_scheduler_result_scores_strictly_decrease_or_follow_positions() -> None:
-    from reasonrank.core import scheduler
+    from reasonrank.core.methods.base import ranked_result
     from reasonrank.types import Candidate, Query, Request
 
     n = 45
@@ -342,7 +342,7 @@ def test_scheduler_result_scores_strictly_decrease_or_follow_positions() -> None
         items = permute_window(items, start, end, parse_ranking(
             _answer(_by_relevance(window)), end - start).order)
     request = Request(Query("q", "1"), cands)
-    result = scheduler._result(request, items, [])
+    result = ranked_result(request, items, [])
     assert [d.rank for d in result.docs] == list(range(1, n + 1))
     assert [d.docid for d in result.docs] == [f"d{i}" for i in items]
     assert [d.first_stage_rank for d in result.docs] == [i + 1 for i in items]
@@ -350,7 +350,7 @@ def test_scheduler_result_scores_strictly_decrease_or_follow_positions() -> None
     assert [d.score for d in result.docs] == [float(n - r) for r in range(n)]
     assert [d.first_stage_score for d in result.docs] == [cands[i].score for i in items]
     # the reference's writing: each rank keeps the first-stage score of its position
-    reference = scheduler._result(request, items, [], "reference")
+    reference = ranked_result(request, items, [], "reference")
     assert [d.score for d in reference.docs] == [c.score for c in cands]
     assert reference.docs[0].docid == "d44" and reference.docs[0].score == 50.0
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from reasonrank.config import RerankConfig
 from reasonrank.core.backend import Backend
 from reasonrank.core.methods import method_class
-from reasonrank.core.methods.base import Method, ranked_result
+from reasonrank.core.methods.base import Method
 from reasonrank.core.prompts import PromptBuilder
 from reasonrank.types import RankedResult, Request, WindowTrace
 
@@ -130,6 +130,3 @@ class Scheduler:
         async for index, result in self.stream(requests):
             results[index] = result
         return [results[i] for i in range(len(results))]
-
-
-_result = ranked_result  # the listwise result builder's former name here
